@@ -1,0 +1,4 @@
+from ae_ot.cli import main
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""Neural networks shared by every generator: encoder, decoder (and the baselines' generators and
+critics), so that two models can use exactly the same architecture for a fair comparison.
+
+All image networks work on MNIST-shaped tensors [B, C, 28, 28] with values in [0, 1].
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+__all__ = ["Encoder", "Decoder"]
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+
+
+class Encoder(nn.Module):
+    """Convolutional encoder x [B, C, 28, 28] -> z [B, latent_dim].
+
+    conv(C->w, 4, s2) 28->14, conv(w->2w, 4, s2) 14->7, conv(2w->4w, 3, s2) 7->4, linear -> latent.
+    Small on purpose: one epoch over 60k images takes seconds on a 2-core CPU.
+    """
+
+    def __init__(self, latent_dim: int = 16, width: int = 16, in_channels: int = 1):
+        super().__init__()
+        _check_positive(latent_dim=latent_dim, width=width, in_channels=in_channels)
+        self.latent_dim = latent_dim
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, width, 4, 2, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(width, 2 * width, 4, 2, 1), nn.ReLU(inplace=True),
+            nn.Conv2d(2 * width, 4 * width, 3, 2, 1), nn.ReLU(inplace=True),
+            nn.Flatten(),
+            nn.Linear(4 * width * 4 * 4, latent_dim),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class Decoder(nn.Module):
+    """Convolutional decoder z [B, latent_dim] -> x [B, C, 28, 28] in [0, 1] (sigmoid output).
+
+    Mirror of :class:`Encoder`: linear -> 4w x 4 x 4, transposed convs 4->7->14->28.
+    """
+
+    def __init__(self, latent_dim: int = 16, width: int = 16, out_channels: int = 1):
+        super().__init__()
+        _check_positive(latent_dim=latent_dim, width=width, out_channels=out_channels)
+        self.latent_dim, self.width = latent_dim, width
+        self.fc = nn.Sequential(nn.Linear(latent_dim, 4 * width * 4 * 4), nn.ReLU(inplace=True))
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(4 * width, 2 * width, 3, 2, 1), nn.ReLU(inplace=True),   # 4 -> 7
+            nn.ConvTranspose2d(2 * width, width, 4, 2, 1), nn.ReLU(inplace=True),       # 7 -> 14
+            nn.ConvTranspose2d(width, out_channels, 4, 2, 1),                           # 14 -> 28
+            nn.Sigmoid(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.fc(z).view(-1, 4 * self.width, 4, 4))

@@ -1,0 +1,58 @@
+"""Pictures: image grids (without torchvision), and helpers to save figures.
+
+Heavier figures (UMAP latent gaps, power diagrams, convergence curves) live beside their
+commands; everything here needs only numpy, PIL and matplotlib.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+__all__ = ["make_grid", "save_image_grid", "grid_to_pil"]
+
+
+def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
+    """Tile images [B, C, H, W] (values in [0, 1]) into one image [C', H', W'] with ``nrow`` per row.
+
+    One- and three-channel images are kept as they are; a padding of ``pad_value`` separates tiles.
+    Equivalent to ``torchvision.utils.make_grid`` for our use, which is an optional dependency.
+    """
+    if images.dim() == 3:
+        images = images.unsqueeze(1)
+    if images.dim() != 4:
+        raise ValueError(f"images must be [B, C, H, W], got shape {tuple(images.shape)}")
+    images = images.detach().float().cpu().clamp(0, 1)
+    b, c, h, w = images.shape
+    ncol = min(nrow, b)
+    nrows = math.ceil(b / ncol)
+    grid = torch.full((c, nrows * (h + padding) + padding, ncol * (w + padding) + padding), pad_value)
+    for k in range(b):
+        r, q = divmod(k, ncol)
+        top, left = padding + r * (h + padding), padding + q * (w + padding)
+        grid[:, top: top + h, left: left + w] = images[k]
+    return grid
+
+
+def grid_to_pil(grid: torch.Tensor, scale: int = 2):
+    """A grid [C, H, W] in [0, 1] -> PIL image (grayscale or RGB), enlarged ``scale`` times."""
+    from PIL import Image
+
+    array = (grid.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
+    image = Image.fromarray(array[0], mode="L") if array.shape[0] == 1 else \
+        Image.fromarray(np.transpose(array[:3], (1, 2, 0)), mode="RGB")
+    if scale != 1:
+        image = image.resize((image.width * scale, image.height * scale), Image.NEAREST)
+    return image
+
+
+def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8, scale: int = 2) -> Path:
+    """Save images [B, C, H, W] in [0, 1] as one PNG grid; returns the path written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid_to_pil(make_grid(images, nrow=nrow), scale=scale).save(path)
+    return path
