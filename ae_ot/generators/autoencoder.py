@@ -116,6 +116,11 @@ class Autoencoder(GenerativeModel):
         self.log_image_grid(torch.cat(rows), "reconstructions", nrow=8)
 
     def on_train_epoch_end(self) -> None:
+        self._update_code_stats()
+        super().on_train_epoch_end()
+
+    def _update_code_stats(self) -> None:
+        """Refresh the Gaussian fit (mean, covariance) of the codes seen in this epoch."""
         if self._code_sums is not None:
             count, total, outer = self._code_sums
             mean = total / count
@@ -123,7 +128,6 @@ class Autoencoder(GenerativeModel):
             self.code_mean.copy_(mean.float())
             self.code_cov.copy_(cov.float())
             self._code_sums = None
-        super().on_train_epoch_end()
 
     def configure_optimizers(self):
         return torch.optim.Adam(self.parameters(), lr=self.lr)

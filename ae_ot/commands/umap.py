@@ -1,0 +1,137 @@
+"""``ae-ot umap``: where generated codes fall in the latent space, naive sampling vs AE-OT.
+
+Encodes training images with the checkpoint's encoder, fits UMAP (2D) on those codes coloured by
+digit, and overlays (a) *naive* latent samples, z ~ N(mean, cov) of the codes, and (b) AE-OT
+samples (extended OT map). A second panel decodes naive samples that fall in gaps of the latent
+distribution beside decoded OT samples. The gap score (:func:`ae_ot.latent.gap_score`) of both is
+printed and saved as JSON beside the figure.
+
+    ae-ot umap --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt --output umap.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from ae_ot.latent import gap_score, gap_threshold, nearest_neighbour_distances
+
+__all__ = ["latent_gap_report", "main"]
+
+
+def latent_gap_report(model, images: torch.Tensor, labels: torch.Tensor, num_samples: int = 2000,
+                      seed: int = 0, output: str | Path | None = None, umap_neighbors: int = 15,
+                      progress: bool = True) -> dict:
+    """Compute both gap scores and (when ``output`` is given) draw the UMAP figure.
+
+    Parameters
+    ----------
+    model : AEOT
+        A model with an OT solution (``model.latent_samples``) and an encoder/decoder.
+    images, labels : [n, C, 28, 28], [n]
+        Training images whose codes are the reference (and the UMAP fit).
+    num_samples : int
+        Naive and OT codes generated each.
+    """
+    model = model.eval()
+    codes = model.encode_dataset(images, progress=progress).cpu()
+    generator = torch.Generator().manual_seed(seed)
+    mean, cov = codes.mean(0), torch.cov(codes.T)
+    chol = torch.linalg.cholesky(cov + 1e-6 * torch.eye(cov.shape[0]))
+    naive = mean + torch.randn(num_samples, codes.shape[1], generator=generator) @ chol.T
+    with torch.no_grad():
+        ot_codes = model.latent_samples(num_samples, generator).cpu()
+    threshold = gap_threshold(codes)
+    result = {
+        "gap_threshold": threshold,
+        "gap_score_naive": gap_score(naive, codes, threshold=threshold),
+        "gap_score_ot": gap_score(ot_codes, codes, threshold=threshold),
+        "num_codes": int(codes.shape[0]),
+        "num_samples": int(num_samples),
+    }
+    result["ratio_ot_to_naive"] = result["gap_score_ot"] / max(result["gap_score_naive"], 1e-12)
+    if output is not None:
+        _draw(model, codes, labels, naive, ot_codes, threshold, Path(output), result, umap_neighbors, seed)
+        Path(output).with_suffix(".json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _draw(model, codes, labels, naive, ot_codes, threshold, output, result, umap_neighbors, seed):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import umap
+
+    from ae_ot.viz import make_grid
+
+    reducer = umap.UMAP(n_neighbors=umap_neighbors, random_state=seed, n_jobs=1)
+    embedded = reducer.fit_transform(codes.numpy())
+    shown = min(1000, naive.shape[0])
+    naive_2d = reducer.transform(naive[:shown].numpy())
+    ot_2d = reducer.transform(ot_codes[:shown].numpy())
+
+    in_gap = nearest_neighbour_distances(codes, naive) > threshold
+    gap_codes = naive[in_gap][:32] if in_gap.any() else naive[:32]
+    with torch.no_grad():
+        decoded_gap = model.decode(gap_codes.to(model.device)).cpu()
+        decoded_ot = model.decode(ot_codes[:32].to(model.device)).cpu()
+
+    fig = plt.figure(figsize=(17, 6))
+    grid_spec = fig.add_gridspec(1, 4, width_ratios=[1.25, 1.25, 0.8, 0.8])
+    for k, (points, name, colour) in enumerate(((naive_2d, "naive N(mean, cov)", "k"), (ot_2d, "AE-OT", "red"))):
+        ax = fig.add_subplot(grid_spec[0, k])
+        sc = ax.scatter(embedded[:, 0], embedded[:, 1], c=labels.numpy(), cmap="tab10", s=1.5, alpha=0.5)
+        ax.scatter(points[:, 0], points[:, 1], c=colour, s=4, marker="x", linewidths=0.6)
+        score = result["gap_score_naive" if k == 0 else "gap_score_ot"]
+        ax.set_title(f"UMAP of training codes + {name} samples\ngap score {100 * score:.1f}%")
+        ax.set_xticks([]), ax.set_yticks([])
+        if k == 0:
+            handles = sc.legend_elements()[0]
+            ax.legend(handles, [str(d) for d in range(10)], loc="best", fontsize=7, markerscale=0.8, ncol=2)
+    for k, (images, name) in enumerate(((decoded_gap, "naive samples in gaps"), (decoded_ot, "AE-OT samples"))):
+        ax = fig.add_subplot(grid_spec[0, 2 + k])
+        ax.imshow(make_grid(images, nrow=6)[0].numpy(), cmap="gray", vmin=0, vmax=1)
+        ax.set_title(f"decoded: {name}")
+        ax.axis("off")
+    fig.tight_layout()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(output, dpi=100)
+    plt.close(fig)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(prog="ae-ot umap", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--ckpt_path", required=True, help="an AE-OT checkpoint written by `ae-ot fit`")
+    parser.add_argument("--output", default="umap.png", help="figure (.png); the scores go to the .json beside it")
+    parser.add_argument("--num_codes", type=int, default=10000, help="training images encoded for the reference")
+    parser.add_argument("--num_samples", type=int, default=2000, help="naive and OT codes generated each")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--data_dir", default="data")
+    args = parser.parse_args(argv)
+    if args.num_codes < 10 or args.num_samples < 1:
+        raise ValueError("num_codes must be >= 10 and num_samples >= 1")
+    output = Path(args.output)
+    if output.suffix.lower() not in (".png", ".jpg", ".pdf", ".svg"):
+        raise ValueError(f"unknown figure suffix {output.suffix!r}: use .png, .jpg, .pdf or .svg")
+    if not output.parent.is_dir():
+        raise FileNotFoundError(f"the folder of the output {output} does not exist: create it first")
+
+    from ae_ot.data import load_mnist
+    from ae_ot.evaluation.loading import load_generator
+
+    model = load_generator(args.ckpt_path)
+    if not hasattr(model, "latent_samples"):
+        raise ValueError(f"{args.ckpt_path} holds a {type(model).__name__}; `ae-ot umap` needs an AE-OT checkpoint")
+    splits = load_mnist(args.data_dir)
+    keep = torch.randperm(splits.train_images.shape[0], generator=torch.Generator().manual_seed(args.seed))
+    keep = keep[: args.num_codes]
+    result = latent_gap_report(model, splits.train_images[keep], splits.train_labels[keep], args.num_samples,
+                               args.seed, output)
+    print(f"gap score: naive {100 * result['gap_score_naive']:.2f}%  AE-OT {100 * result['gap_score_ot']:.2f}%  "
+          f"(ratio {result['ratio_ot_to_naive']:.3f}); figure {output}, numbers {output.with_suffix('.json')}")
+    return result
