@@ -364,3 +364,111 @@ class FashionMNISTDataModule(_ImageDataModule):
 
     def _load(self) -> ImageSplits:
         return load_fashion_mnist(self.data_dir)
+
+
+# --------------------------------------------------------------------------------------------
+# Stacked MNIST (appended by the evaluation work; the code above is unchanged)
+# --------------------------------------------------------------------------------------------
+__all__ += ["stacked_mnist_indices", "stack_digits", "load_stacked_mnist", "StackedTensorDataset",
+            "StackedMNISTDataModule"]
+
+
+def stacked_mnist_indices(num: int, num_source: int, seed: int = 0) -> torch.Tensor:
+    """``num`` seeded triples of indices [num, 3] drawn uniformly (with replacement) from
+    ``num_source`` images: the three digits of each Stacked MNIST image."""
+    if num <= 0 or num_source <= 0:
+        raise ValueError(f"num and num_source must be positive, got {num}, {num_source}")
+    return torch.randint(0, num_source, (num, 3), generator=torch.Generator().manual_seed(seed))
+
+
+def stack_digits(images: torch.Tensor, labels: torch.Tensor, triples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Images [n, 1, 28, 28] + triples [m, 3] -> (images [m, 3, 28, 28], labels [m] in 0..999),
+    label = 100 * digit(channel 0) + 10 * digit(channel 1) + digit(channel 2)."""
+    stacked = images[triples.reshape(-1)].reshape(triples.shape[0], 3, *images.shape[2:])
+    digits = labels[triples]
+    return stacked, digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]
+
+
+def load_stacked_mnist(num: int = 10000, split: str = "train", seed: int = 0, data_dir: str | os.PathLike = "data"
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """``num`` Stacked MNIST images [num, 3, 28, 28] in [0, 1] with labels in 0..999, each channel a
+    uniformly drawn (seeded) MNIST digit of ``split`` ("train" or "test"); 1,000 modes."""
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    splits = load_mnist(data_dir)
+    images = splits.train_images if split == "train" else splits.test_images
+    labels = splits.train_labels if split == "train" else splits.test_labels
+    return stack_digits(images, labels, stacked_mnist_indices(num, images.shape[0], seed))
+
+
+class StackedTensorDataset(TensorBatchDataset):
+    """Batches of Stacked MNIST gathered on the fly from the single-digit images (no copy of
+    [n, 3, 28, 28] floats is kept: 60,000 stacked images would take 560 MB)."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, triples: torch.Tensor):
+        if triples.dim() != 2 or triples.shape[1] != 3:
+            raise ValueError(f"triples must be [n, 3], got {tuple(triples.shape)}")
+        self.base_images, self.base_labels, self.triples = images, labels, triples
+        self.labels = labels[triples[:, 0]] * 100 + labels[triples[:, 1]] * 10 + labels[triples[:, 2]]
+
+    def __len__(self) -> int:
+        return self.triples.shape[0]
+
+    @property
+    def images(self) -> torch.Tensor:  # materialised on demand only
+        return stack_digits(self.base_images, self.base_labels, self.triples)[0]
+
+    def __getitem__(self, index):
+        index = torch.as_tensor(index, dtype=torch.long)
+        triples = self.triples[index]
+        if triples.dim() == 1:
+            return stack_digits(self.base_images, self.base_labels, triples[None])[0][0], self.labels[index]
+        return stack_digits(self.base_images, self.base_labels, triples)[0], self.labels[index]
+
+
+class StackedMNISTDataModule(_ImageDataModule):
+    """Stacked MNIST: three random MNIST digits as the three channels, 1,000 modes (labels 0..999).
+
+    The standard mode-collapse benchmark (VEEGAN, PacGAN): ``num_train`` seeded triples of MNIST
+    training images (``val_size`` of them held out) and ``num_test`` triples of test images.
+    Images are [3, 28, 28] in [0, 1]; generators need ``in_channels``/``out_channels`` = 3.
+
+    Parameters are those of :class:`MNISTDataModule`, plus
+    num_train : int, default 60000
+        Stacked training images (before the validation split).
+    num_test : int, default 10000
+    """
+
+    image_shape = (3, 28, 28)
+    num_classes = 1000
+
+    def __init__(self, data_dir: str = "data", val_size: int = 5000, batch_size: int = 256,
+                 num_workers: int = 0, seed: int = 0, subset: int | None = None, drop_last: bool = False,
+                 num_train: int = 60000, num_test: int = 10000):
+        super().__init__(data_dir, val_size, batch_size, num_workers, seed, subset, drop_last)
+        if num_train <= val_size:
+            raise ValueError(f"num_train ({num_train}) must exceed val_size ({val_size})")
+        if num_test <= 0:
+            raise ValueError(f"num_test must be positive, got {num_test}")
+        self.num_train, self.num_test = num_train, num_test
+
+    def _load(self) -> ImageSplits:
+        return load_mnist(self.data_dir)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        splits = self._load()
+        train_triples = stacked_mnist_indices(self.num_train, splits.train_images.shape[0], self.seed)
+        test_triples = stacked_mnist_indices(self.num_test, splits.test_images.shape[0], self.seed + 1)
+        val_triples, train_triples = train_triples[: self.val_size], train_triples[self.val_size:]
+        if self.subset is not None:
+            train_triples = train_triples[: self.subset]
+            if len(val_triples):
+                val_triples = val_triples[: max(1, min(len(val_triples), self.subset // 5))]
+            test_triples = test_triples[: max(1, min(len(test_triples), self.subset // 5))]
+        tr_images, tr_labels = splits.train_images, splits.train_labels
+        self.train_set = StackedTensorDataset(tr_images, tr_labels, train_triples)
+        self.val_set = StackedTensorDataset(tr_images, tr_labels, val_triples)
+        self.test_set = StackedTensorDataset(splits.test_images, splits.test_labels, test_triples)
+        self.source = f"Stacked MNIST from {splits.source}"

@@ -61,3 +61,64 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.net(self.fc(z).view(-1, 4 * self.width, 4, 4))
+
+
+# ------------------------------------------------------------------------------------------------
+# Baseline generator and critic (WGAN, WGAN-GP, Sinkhorn, minibatch Wasserstein share them)
+# ------------------------------------------------------------------------------------------------
+__all__ += ["Generator", "Critic"]
+
+
+class Generator(nn.Module):
+    """Noise z [B, latent_dim] -> images [B, C, 28, 28] in [0, 1].
+
+    The MNIST generator of the WGAN-GP paper's released code (``gan_mnist.py``): Linear ->
+    4w x 4 x 4, ReLU; three 5x5 transposed convolutions 4 -> 8 (cropped to 7) -> 14 -> 28 with
+    ReLU between them and a sigmoid output; no normalisation (``batch_norm`` optional). The paper
+    uses w = 64 (DIM) and latent_dim = 128; the CPU configs of this repo use w = 32.
+    """
+
+    def __init__(self, latent_dim: int = 128, width: int = 64, out_channels: int = 1, batch_norm: bool = False):
+        super().__init__()
+        _check_positive(latent_dim=latent_dim, width=width, out_channels=out_channels)
+        self.latent_dim, self.width = latent_dim, width
+
+        def norm(channels: int) -> nn.Module:
+            return nn.BatchNorm2d(channels) if batch_norm else nn.Identity()
+
+        self.fc = nn.Sequential(nn.Linear(latent_dim, 4 * width * 4 * 4), nn.ReLU(inplace=True))
+        self.up1 = nn.Sequential(
+            nn.ConvTranspose2d(4 * width, 2 * width, 5, 2, 2, output_padding=1), norm(2 * width),
+            nn.ReLU(inplace=True),
+        )  # 4 -> 8, cropped to 7
+        self.up2 = nn.Sequential(
+            nn.ConvTranspose2d(2 * width, width, 5, 2, 2, output_padding=1), norm(width), nn.ReLU(inplace=True),
+            nn.ConvTranspose2d(width, out_channels, 5, 2, 2, output_padding=1), nn.Sigmoid(),
+        )  # 7 -> 14 -> 28
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.up1(self.fc(z).view(-1, 4 * self.width, 4, 4))
+        return self.up2(h[:, :, :7, :7])
+
+
+class Critic(nn.Module):
+    """Images [B, C, 28, 28] -> one real score per image [B].
+
+    The MNIST critic of the WGAN-GP paper's released code: three 5x5 stride-2 convolutions
+    (28 -> 14 -> 7 -> 4, channels w, 2w, 4w) with LeakyReLU 0.2, no normalisation (the gradient
+    penalty is per sample, so batch norm would be wrong), then a linear layer.
+    """
+
+    def __init__(self, width: int = 64, in_channels: int = 1):
+        super().__init__()
+        _check_positive(width=width, in_channels=in_channels)
+        self.net = nn.Sequential(
+            nn.Conv2d(in_channels, width, 5, 2, 2), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(width, 2 * width, 5, 2, 2), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(2 * width, 4 * width, 5, 2, 2), nn.LeakyReLU(0.2, inplace=True),
+            nn.Flatten(),
+            nn.Linear(4 * width * 4 * 4, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(1)

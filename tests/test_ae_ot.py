@@ -83,9 +83,15 @@ def test_sample_command_bad_input(fitted, tmp_path):
 def test_checkpoint_without_solution_gives_a_clear_error(fitted, tmp_path):
     _, ckpt, _ = fitted
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
-    for name in ("ot_targets", "ot_heights"):
-        checkpoint["state_dict"].pop(name)
+    # as saved during training, before the OT solve: empty solution buffers
+    checkpoint["state_dict"]["ot_targets"] = torch.empty(0, 8)
+    checkpoint["state_dict"]["ot_heights"] = torch.empty(0)
     unsolved = tmp_path / "unsolved.ckpt"
+    torch.save(checkpoint, unsolved)
+    with pytest.raises(OTSolutionMissingError, match="no OT solution"):
+        sample_cmd.main(["--ckpt_path", str(unsolved), "--output", str(tmp_path / "s.png")])
+    for name in ("ot_targets", "ot_heights"):          # stripped altogether
+        checkpoint["state_dict"].pop(name)
     torch.save(checkpoint, unsolved)
     with pytest.raises(OTSolutionMissingError, match="no OT solution"):
         sample_cmd.main(["--ckpt_path", str(unsolved), "--output", str(tmp_path / "s.png")])
@@ -117,9 +123,8 @@ def test_extension_never_lands_between_clusters_and_creates_new_points():
     solver.fit(time_limit=8.0, progress=False)
     noise = torch.rand(5000, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1
     values, indices = solver.topk(noise, 8)
-    cell_width = (4.0 / targets.shape[0]) ** 0.5
     out, stats = extended_map(values, indices, solver.targets, angle_threshold=math.radians(8.0),
-                              radius=0.6 * cell_width, return_stats=True)
+                              radius=0.6, return_stats=True)
     # between the clusters: |x| < 0.3 holds no target; no extended sample may land there
     assert (out[:, 0].abs() < 0.3).sum().item() == 0
     assert gap_score(out, targets) < 0.01
@@ -127,7 +132,7 @@ def test_extension_never_lands_between_clusters_and_creates_new_points():
     not_copies = (nearest_neighbour_distances(targets, out) > 1e-6).float().mean().item()
     assert not_copies > 0.5 and stats["plain"] < 0.5
     # and without the singularity test it *would* cross: a threshold of 180 degrees mixes clusters
-    mixed = extended_map(values, indices, solver.targets, angle_threshold=math.pi, radius=100.0)
+    mixed = extended_map(values, indices, solver.targets, angle_threshold=math.pi, radius=1.0)
     assert (mixed[:, 0].abs() < 0.3).sum().item() > 0
 
 

@@ -117,10 +117,9 @@ def run(names=POINT_SETS, output_dir: str | Path = "toy2d", num_points: int = 10
         solver, report = solve_toy(targets, seed=seed, time_limit=time_limit)
         noise = torch.rand(num_samples, 2, generator=torch.Generator().manual_seed(seed + 1)) * 2 - 1
         values, indices = solver.topk(noise, topk)
-        cell_width = (4.0 / targets.shape[0]) ** 0.5
         extended, ext_stats = extended_map(values, indices, solver.targets, return_stats=True,
                                            angle_threshold=math.radians(angle_threshold_deg),
-                                           radius=radius * cell_width)
+                                           radius=radius)
         plain = solver.transport(noise)
         errors = solver.errors(num_samples=2_000_000, seed=seed + 2)
         stats = {
@@ -150,7 +149,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--num_points", type=int, default=1000)
     parser.add_argument("--num_samples", type=int, default=4000)
     parser.add_argument("--angle_threshold", type=float, default=8.0, help="degrees")
-    parser.add_argument("--radius", type=float, default=0.6, help="fraction of the typical cell width")
+    parser.add_argument("--radius", type=float, default=0.6, help="interpolation band, fraction of the farthest runner-up facet distance")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time_limit", type=float, default=20.0, help="seconds of OT solve per set")
     args = parser.parse_args(argv)

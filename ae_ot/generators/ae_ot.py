@@ -78,12 +78,12 @@ class AEOT(Autoencoder):
         "none" gives the plain OT map (decoded training codes).
     topk : int, default 20
         Cells looked at per noise point by the extended map.
-    angle_threshold : float, default 25.0
+    angle_threshold : float, default 30.0
         Degrees. A runner-up cell whose supporting-plane normal makes a larger angle with the
         winner's lies across a singular boundary and is never interpolated with.
-    radius : float, default 0.6
-        Width of the interpolation band beside a regular facet, as a fraction of the typical
-        cell width (2^d / N)^(1/d) of the box [-1, 1]^d.
+    radius : float, default 0.8
+        Width of the interpolation band beside a regular facet, as a fraction of the distance
+        to the farthest of the ``topk - 1`` runner-up facets (see :mod:`ae_ot.ot.extension`).
     seed : int, default 0
         Seeds the target subsample and the OT solver.
     """
@@ -94,7 +94,7 @@ class AEOT(Autoencoder):
                  ot_method: Literal["default", "aeot"] = "default", ot_max_steps: int = 20000,
                  ot_time_limit: float | None = 150.0, ot_tol: float | None = None, ot_batch_size: int | None = None,
                  ot_backend: str = "auto", extension: Literal["extended", "none"] = "extended",
-                 topk: int = 20, angle_threshold: float = 25.0, radius: float = 0.6, seed: int = 0,
+                 topk: int = 20, angle_threshold: float = 30.0, radius: float = 0.8, seed: int = 0,
                  grid_every_n_epochs: int = 1, grid_size: int = 64):
         super().__init__(latent_dim, width, lr, loss, in_channels, grid_every_n_epochs, grid_size)
         if num_targets is not None and num_targets <= 1:
@@ -200,9 +200,8 @@ class AEOT(Autoencoder):
         else:
             k = min(hp.topk, self.ot_targets.shape[0])
             values, indices = solver.topk(noise, k)
-            cell_width = (2.0 ** self.latent_dim / self.ot_targets.shape[0]) ** (1.0 / self.latent_dim)
             y, stats = extended_map(values, indices, self.ot_targets, angle_threshold=math.radians(hp.angle_threshold),
-                                    radius=hp.radius * cell_width, return_stats=True)
+                                    radius=hp.radius, return_stats=True)
         z = self.norm_shift + self.norm_scale * y
         return (z, stats) if return_stats else z
 
@@ -234,13 +233,17 @@ class AEOT(Autoencoder):
             trainer.save_checkpoint(path)
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
         checkpoint["ot_report"] = self.ot_report
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint.get("state_dict", {})
         # Resize the empty solution buffers to the stored shapes before the state is loaded.
+        # (A checkpoint from before the solve, or with the solution stripped, loads as "unsolved".)
         for name in ("ot_targets", "ot_heights"):
             if name in state:
                 setattr(self, name, torch.empty_like(state[name]))
+            else:
+                state[name] = getattr(self, name)
         self.ot_report = checkpoint.get("ot_report")
         self._solver = None

@@ -68,6 +68,11 @@ class GenerativeModel(pl.LightningModule):
             self.train(was_training)
         return torch.cat(chunks).clamp(0, 1)
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        # Every checkpoint names the generator that wrote it, so `ae-ot sample/evaluate` can
+        # restore it whether it was trained by the CLI or by a plain Trainer.
+        checkpoint["generator_class_path"] = f"{type(self).__module__}.{type(self).__qualname__}"
+
     # ---- shared logging ----------------------------------------------------------------------
     def run_dir(self) -> Path | None:
         """The run's folder (``lightning_logs/version_k``) when a trainer with a logger is attached."""

@@ -16,16 +16,20 @@ a gap). The generated point is
 
     T_ext(x) = sum_m w_m y_{i_m} / sum_m w_m,
     w_1 = 1,
-    w_m = max(0, 1 - dist_m / r)   if theta_{i i_m} < angle_threshold, else 0     (m >= 2),
+    w_m = max(0, 1 - dist_m / r(x))   if theta_{i i_m} < angle_threshold, else 0     (m >= 2),
     dist_m = (s_1 - s_m) / |y_i - y_{i_m}|,
+    r(x) = radius * max_{m >= 2} dist_m,
 
 where dist_m is the Euclidean distance from x to the hyperplane that carries the facet between
-W_i and W_{i_m}, and r (``radius``) is the width of the band beside a regular facet in which the
-map interpolates. Properties:
+W_i and W_{i_m}, and r(x) is the width of the band beside a regular facet in which the map
+interpolates, a fraction ``radius`` of the distance to the farthest of the k - 1 runner-up
+facets. Measuring the band relative to the cell's own scale keeps the rule free of units: power
+cells of one diagram differ in size by orders of magnitude (the cells at the rim of a cluster
+reach far into the empty part of the box). Properties:
 
-* Deep inside a cell (farther than r from every regular facet) T_ext(x) = y_i: the plain map.
+* Far from every regular facet (relative to the cell's scale) T_ext(x) = y_i: the plain map.
 * On a regular facet between i and j (s_1 = s_2) both weights are 1 whichever side x is on, so
-  T_ext is continuous across regular facets and blends y_i into y_j over a band of width 2r.
+  the two codes blend evenly there; moving into cell i the weight of y_j decays linearly to 0.
 * A singular neighbour always gets weight 0: generated points never mix two modes, and the map
   jumps across singular boundaries instead of filling the gap between modes.
 
@@ -81,7 +85,8 @@ def extended_map(scores: torch.Tensor, indices: torch.Tensor, targets: torch.Ten
         In radians: runner-ups whose normal makes a larger angle with the winner's are across a
         singular boundary and never mixed in.
     radius : float
-        Width r of the interpolation band beside a regular facet, in source-space units.
+        Width of the interpolation band beside a regular facet, as a fraction of the distance from
+        x to the farthest of its k - 1 runner-up facets.
     return_stats : bool, default False
         Also return :class:`ExtendedMapStats`: ``plain`` (fraction of points mapped to a target
         exactly), ``near_singular`` (fraction whose runner-up is across a singular boundary).
@@ -107,7 +112,8 @@ def extended_map(scores: torch.Tensor, indices: torch.Tensor, targets: torch.Ten
     separation = (targets[others] - y_win[:, None, :]).norm(dim=-1).clamp_min(1e-12)
     distance = gaps / separation                                                  # to the facet's plane
     regular = normal_angles(targets, winners, others) < angle_threshold
-    weights = torch.where(regular, (1.0 - distance / radius).clamp_min(0), torch.zeros_like(distance))
+    band = radius * distance.amax(1, keepdim=True).clamp_min(1e-12)              # r(x)
+    weights = torch.where(regular, (1.0 - distance / band).clamp_min(0), torch.zeros_like(distance))
     numerator = y_win + (weights[..., None] * targets[others]).sum(1)
     out = numerator / (1.0 + weights.sum(1, keepdim=True))
     if not return_stats:

@@ -1,0 +1,110 @@
+"""Restore any generator of the zoo from a Lightning checkpoint written by ``ae-ot fit``."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import torch
+
+__all__ = ["load_generator", "generator_class_path", "known_generators"]
+
+
+def known_generators() -> list[str]:
+    """Class paths of the generators exported by :mod:`ae_ot.generators`."""
+    import ae_ot.generators as zoo
+    from ae_ot.generators.base import GenerativeModel
+
+    names = []
+    for name in getattr(zoo, "__all__", dir(zoo)):
+        obj = getattr(zoo, name, None)
+        if isinstance(obj, type) and issubclass(obj, GenerativeModel) and obj is not GenerativeModel:
+            names.append(f"ae_ot.generators.{name}")
+    return sorted(names)
+
+
+def _read_checkpoint(path: Path) -> dict:
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise ValueError(f"checkpoint {path} is a directory; pass the .ckpt file inside "
+                         "(e.g. lightning_logs/version_0/checkpoints/*.ckpt)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise ValueError(f"cannot read checkpoint {path}: it is corrupt, truncated or not a PyTorch file "
+                         f"({type(err).__name__}: {str(err)[:200]})") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry)")
+    return checkpoint
+
+
+def _class_path_from_config(path: Path) -> str | None:
+    """``model.class_path`` of the run's ``config.yaml`` (``<run>/checkpoints/x.ckpt`` -> ``<run>``)."""
+    for folder in (path.parent, path.parent.parent):
+        config = folder / "config.yaml"
+        if config.is_file():
+            try:
+                import yaml
+
+                data = yaml.safe_load(config.read_text())
+                class_path = data.get("model", {}).get("class_path")
+            except Exception:
+                continue
+            if isinstance(class_path, str):
+                return class_path
+    return None
+
+
+def generator_class_path(checkpoint: dict, path: Path) -> str:
+    """The generator class a checkpoint was saved from: LightningCLI's ``_class_path`` in
+    ``hyper_parameters`` (subclass mode; Lightning restores from it), else ``generator_class_path``
+    (every :class:`GenerativeModel` writes it), else the run's ``config.yaml``."""
+    hparams = checkpoint.get("hyper_parameters") or {}
+    for key in ("_class_path", "class_path"):      # what Lightning itself restores from
+        value = hparams.get(key) if hasattr(hparams, "get") else None
+        if isinstance(value, str):
+            return value
+    if isinstance(checkpoint.get("generator_class_path"), str):   # written by GenerativeModel
+        return checkpoint["generator_class_path"]
+    from_config = _class_path_from_config(path)
+    if from_config:
+        return from_config
+    raise ValueError(
+        f"checkpoint {path} does not say which generator saved it: no '_class_path' in its hyper_parameters "
+        "and no config.yaml in its run folder (was it written by `ae-ot fit`?)")
+
+
+def load_generator(ckpt_path: str | Path):
+    """Load the :class:`~ae_ot.generators.GenerativeModel` stored in a Lightning checkpoint, on the
+    CPU and in eval mode.
+
+    Raises FileNotFoundError for a missing file and ValueError (naming the path) for a corrupt file,
+    a checkpoint that is not Lightning's, or a class that is not a known generator.
+    """
+    from ae_ot.generators.base import GenerativeModel
+
+    path = Path(ckpt_path)
+    checkpoint = _read_checkpoint(path)
+    class_path = generator_class_path(checkpoint, path)
+    module_name, _, class_name = class_path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name) if module_name else None
+    except Exception as err:  # ModuleNotFoundError, AttributeError, errors inside the module
+        cls = None
+        why = f"{type(err).__name__}: {err}"
+    else:
+        why = "no such class"
+    if cls is None:
+        raise ValueError(f"checkpoint {path} was saved by an unknown generator class {class_path!r} ({why}); "
+                         f"known generators: {', '.join(known_generators())}")
+    if not (isinstance(cls, type) and issubclass(cls, GenerativeModel)):
+        raise ValueError(f"checkpoint {path} holds a {class_path!r}, which is not a generator of the zoo "
+                         f"(not a GenerativeModel subclass); known generators: {', '.join(known_generators())}")
+    del checkpoint
+    try:
+        model = cls.load_from_checkpoint(path, map_location="cpu")
+    except Exception as err:
+        raise ValueError(f"cannot restore {class_path} from checkpoint {path}: {type(err).__name__}: "
+                         f"{str(err)[:300]}") from err
+    return model.eval()
