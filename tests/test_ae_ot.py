@@ -120,7 +120,7 @@ def _two_clusters(n=400, seed=0):
 def test_extension_never_lands_between_clusters_and_creates_new_points():
     targets = _two_clusters()
     solver = SemiDiscreteOT(targets, low=-1.0, high=1.0, seed=0)
-    solver.fit(time_limit=8.0, progress=False)
+    solver.fit(time_limit=8.0, max_steps=300, progress=False)
     noise = torch.rand(5000, 2, generator=torch.Generator().manual_seed(1)) * 2 - 1
     values, indices = solver.topk(noise, 8)
     out, stats = extended_map(values, indices, solver.targets, angle_threshold=math.radians(8.0),

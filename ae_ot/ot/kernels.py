@@ -49,7 +49,7 @@ def keops_available() -> bool:
 def resolve_backend(backend: str, device: torch.device, dim: int) -> str:
     """Pick the kernel backend.
 
-    ``"auto"`` picks ``"torch"`` on CPU: measured on the 2-core CPU (docs/bench_sdot.md) KeOps is
+    ``"auto"`` picks ``"torch"`` on CPU: measured on the 2-core CPU (docs/benchmarks.md) KeOps is
     several times slower than ``addmm`` + ``max`` for d >= 16, since a BLAS GEMM is hard to beat
     there. On CUDA it picks KeOps only for very small d (<= 8), where a GEMM is memory bound and
     KeOps' fused reduction avoids writing the score tile; for d > 8 the tensor-core GEMM wins. The
