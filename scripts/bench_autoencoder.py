@@ -22,6 +22,8 @@ import yaml
 class EpochTimer(pl.Callback):
     def __init__(self):
         self.train_seconds, self.epoch_seconds = [], []
+        self._val = 0.0
+        self._val_start = None
 
     def on_train_epoch_start(self, trainer, module):
         self._start = time.perf_counter()
@@ -31,7 +33,8 @@ class EpochTimer(pl.Callback):
         self._val_start = time.perf_counter()
 
     def on_validation_end(self, trainer, module):
-        self._val += time.perf_counter() - self._val_start
+        if not trainer.sanity_checking:   # the sanity check runs before the first epoch
+            self._val += time.perf_counter() - self._val_start
 
     def on_train_epoch_end(self, trainer, module):
         total = time.perf_counter() - self._start

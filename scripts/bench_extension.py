@@ -1,0 +1,52 @@
+"""Sweep the extended map's parameters on an AE-OT checkpoint.
+
+    .venv/bin/python scripts/bench_extension.py --ckpt_path CKPT [--num_samples 5000]
+
+For each (angle_threshold in degrees, radius) it prints the fraction of generated codes that are
+copies of training codes, the fraction of samples the project's MNIST classifier labels with
+confidence >= 0.9, the KL of the class histogram to uniform and the mean confidence.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--ckpt_path", required=True)
+    parser.add_argument("--num_samples", type=int, default=5000)
+    parser.add_argument("--settings", default="0:0,25:0.6,30:0.8,30:1.0,35:1.0",
+                        help="comma-separated angle:radius pairs; 0:0 is the plain map")
+    args = parser.parse_args()
+
+    from ae_ot.evaluation import extract_features, get_classifier, load_generator
+    from ae_ot.latent import nearest_neighbour_distances
+
+    model = load_generator(args.ckpt_path)
+    classifier = get_classifier(train_if_missing=True, progress=True)
+    train_codes = model.norm_shift + model.norm_scale * model.ot_targets
+    print("| angle (deg) | radius | copies | conf >= 0.9 | KL to uniform | mean conf |")
+    print("|---|---|---|---|---|---|")
+    for setting in args.settings.split(","):
+        angle, radius = (float(v) for v in setting.split(":"))
+        if angle == 0:
+            model.hparams.extension = "none"
+        else:
+            model.hparams.extension, model.hparams.angle_threshold, model.hparams.radius = "extended", angle, radius
+        with torch.no_grad():
+            codes = model.latent_samples(args.num_samples, torch.Generator().manual_seed(1))
+            images = torch.cat([model.decode(c) for c in codes.split(1000)]).clamp(0, 1)
+        copies = (nearest_neighbour_distances(train_codes, codes) < 1e-4).float().mean().item()
+        _, probs = extract_features(images, classifier)
+        confidence, prediction = probs.reshape(images.shape[0], -1).max(1)
+        histogram = torch.bincount(prediction, minlength=10).double() / prediction.numel()
+        kl = (histogram * (histogram.clamp_min(1e-12) * 10).log()).sum().item()
+        print(f"| {angle:g} | {radius:g} | {100 * copies:.1f}% | {100 * (confidence >= 0.9).float().mean():.1f}% | "
+              f"{kl:.4f} | {confidence.mean():.3f} |")
+
+
+if __name__ == "__main__":
+    main()
