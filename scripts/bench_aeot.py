@@ -22,15 +22,21 @@ import os
 import torch
 
 
-def classify(images, classifier):
-    from ae_ot.evaluation import extract_features
+def sample_quality(model, classifier, train_codes, num_samples: int, seed: int) -> dict:
+    """Generate ``num_samples`` codes with the model's current map settings, decode and classify
+    them: digit classes, KL to uniform, confident fraction, mean confidence, copies of training codes."""
+    from ae_ot.evaluation import extract_features, kl_to_uniform
+    from ae_ot.latent import nearest_neighbour_distances
 
+    with torch.no_grad():
+        codes = model.latent_samples(num_samples, torch.Generator().manual_seed(seed))
+        images = torch.cat([model.decode(c) for c in codes.split(1000)]).clamp(0, 1)
     _, probs = extract_features(images, classifier)
     confidence, prediction = probs.reshape(images.shape[0], -1).max(1)
-    histogram = torch.bincount(prediction, minlength=10).double() / prediction.numel()
-    kl = (histogram * (histogram.clamp_min(1e-12) * 10).log()).sum().item()
-    return {"classes": int((histogram > 0).sum()), "kl_to_uniform": kl,
-            "confident_0.9": (confidence >= 0.9).float().mean().item(), "mean_confidence": confidence.mean().item()}
+    counts = torch.bincount(prediction, minlength=10)
+    return {"classes": int((counts > 0).sum()), "kl_to_uniform": kl_to_uniform(counts.numpy()),
+            "confident_0.9": (confidence >= 0.9).float().mean().item(), "mean_confidence": confidence.mean().item(),
+            "copies_of_training_codes": (nearest_neighbour_distances(train_codes, codes) < 1e-4).float().mean().item()}
 
 
 def main():
@@ -44,21 +50,13 @@ def main():
     from ae_ot.commands.umap import latent_gap_report
     from ae_ot.data import load_mnist
     from ae_ot.evaluation import get_classifier, load_generator
-    from ae_ot.latent import nearest_neighbour_distances
-
     model = load_generator(args.ckpt_path)
     classifier = get_classifier(progress=True)
     train_codes = model.norm_shift + model.norm_scale * model.ot_targets
     rows = {}
     for mode in ("extended", "none"):
         model.hparams.extension = mode
-        generator = torch.Generator().manual_seed(args.seed)
-        with torch.no_grad():
-            codes = model.latent_samples(args.num_samples, generator)
-            images = torch.cat([model.decode(c) for c in codes.split(1000)]).clamp(0, 1)
-        row = classify(images, classifier)
-        row["copies_of_training_codes"] = (nearest_neighbour_distances(train_codes, codes) < 1e-4).float().mean().item()
-        rows[mode] = row
+        rows[mode] = sample_quality(model, classifier, train_codes, args.num_samples, args.seed)
     model.hparams.extension = "extended"
     splits = load_mnist()
     keep = torch.randperm(splits.train_images.shape[0], generator=torch.Generator().manual_seed(args.seed))

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 
 def main():
     parser = argparse.ArgumentParser()
@@ -22,8 +20,8 @@ def main():
                         help="comma-separated angle:radius pairs; 0:0 is the plain map")
     args = parser.parse_args()
 
-    from ae_ot.evaluation import extract_features, get_classifier, load_generator
-    from ae_ot.latent import nearest_neighbour_distances
+    from ae_ot.evaluation import get_classifier, load_generator
+    from bench_aeot import sample_quality  # scripts/ is on sys.path when run as a script
 
     model = load_generator(args.ckpt_path)
     classifier = get_classifier(train_if_missing=True, progress=True)
@@ -36,16 +34,9 @@ def main():
             model.hparams.extension = "none"
         else:
             model.hparams.extension, model.hparams.angle_threshold, model.hparams.radius = "extended", angle, radius
-        with torch.no_grad():
-            codes = model.latent_samples(args.num_samples, torch.Generator().manual_seed(1))
-            images = torch.cat([model.decode(c) for c in codes.split(1000)]).clamp(0, 1)
-        copies = (nearest_neighbour_distances(train_codes, codes) < 1e-4).float().mean().item()
-        _, probs = extract_features(images, classifier)
-        confidence, prediction = probs.reshape(images.shape[0], -1).max(1)
-        histogram = torch.bincount(prediction, minlength=10).double() / prediction.numel()
-        kl = (histogram * (histogram.clamp_min(1e-12) * 10).log()).sum().item()
-        print(f"| {angle:g} | {radius:g} | {100 * copies:.1f}% | {100 * (confidence >= 0.9).float().mean():.1f}% | "
-              f"{kl:.4f} | {confidence.mean():.3f} |")
+        r = sample_quality(model, classifier, train_codes, args.num_samples, seed=1)
+        print(f"| {angle:g} | {radius:g} | {100 * r['copies_of_training_codes']:.1f}% | {100 * r['confident_0.9']:.1f}% | "
+              f"{r['kl_to_uniform']:.4f} | {r['mean_confidence']:.3f} |")
 
 
 if __name__ == "__main__":

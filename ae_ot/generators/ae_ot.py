@@ -37,16 +37,13 @@ class OTSolutionMissingError(ValueError):
 
 
 def _load_autoencoder_state(path: str) -> dict:
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"autoencoder checkpoint {path} does not exist") from None
-    except Exception as err:
-        raise ValueError(f"cannot read autoencoder checkpoint {path}: it is corrupt or not a checkpoint "
-                         f"({type(err).__name__}: {err})") from err
-    state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
-    if not state:
-        raise ValueError(f"{path} holds no 'state_dict': not a Lightning checkpoint of an autoencoder")
+    """Encoder/decoder weights of an Autoencoder or AE-OT checkpoint (clear errors for a missing,
+    corrupt or non-Lightning file come from the shared checkpoint reader)."""
+    from pathlib import Path
+
+    from ae_ot.evaluation.loading import _read_checkpoint
+
+    state = _read_checkpoint(Path(path))["state_dict"]
     return {k: v for k, v in state.items() if k.startswith(("encoder.", "decoder."))}
 
 
