@@ -123,6 +123,9 @@ def test_sinkhorn_in_code_space_of_a_frozen_encoder(tmp_path):
         (lambda: MinibatchWassersteinGenerator(m=0), "m "),
         (lambda: MinibatchWassersteinGenerator(k=0), "k "),
         (lambda: MinibatchWassersteinGenerator(k=1.5), "k "),
+        (lambda: WGAN(channels=0), "channels"),
+        (lambda: SinkhornGenerator(channels=-3), "channels"),
+        (lambda: MinibatchWassersteinGenerator(channels=2.0), "channels"),
     ],
 )
 def test_bad_arguments_are_clear_errors(make, match):
@@ -145,3 +148,15 @@ def test_sinkhorn_backend_choice():
     assert SinkhornGenerator(width=4, backend="online").resolved_backend(64) == "online"
     with pytest.raises(ValueError, match="backend"):
         SinkhornGenerator(backend="keops")
+
+
+def test_batch_norm_generator_only_and_three_channels():
+    # WGAN's batch-norm option normalises the generator only (the critic's penalty and clipping are
+    # per sample); `channels` sets the generator's output and the critic's input.
+    model = WGAN(width=8, batch_norm=True, channels=3)
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.generator.modules())
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in model.critic.modules())
+    assert model.sample(4, seed=0).shape == (4, 3, 28, 28)
+    assert model.critic(torch.rand(4, 3, 28, 28)).shape == (4,)
+    plain = WGANGP(width=8)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.generator.modules())

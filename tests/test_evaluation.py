@@ -381,3 +381,19 @@ def test_compare_equal_budget(tmp_path, quick_classifier, monkeypatch):
     assert row["name"] == "autoencoder" and row["metrics"]["num_samples"] == 100, row
     assert "max_time=00:00:00:06" in row["training"]["command"]
     assert row["train_seconds"] < 120
+
+
+def test_equal_budget_takes_aeot_ot_stage_out_of_its_training_time(tmp_path):
+    # AE-OT solves OT after Lightning's max_time loop: its training time must shrink by that stage.
+    from ae_ot.commands import compare
+
+    assert compare.post_fit_seconds("models/wgan_gp.yaml") == 0.0
+    assert compare.post_fit_seconds("models/ae_ot.yaml") == 150.0 + compare._ENCODE_SECONDS
+    assert compare.post_fit_seconds("models/ae_ot.yaml", ["--model.init_args.ot_time_limit=40"]) == \
+        40.0 + compare._ENCODE_SECONDS
+    with pytest.raises(ValueError, match="leaves no training time"):
+        compare.train_with_budget("models/ae_ot.yaml", 2.0, tmp_path)
+    infinite = tmp_path / "aeot_no_limit.yaml"
+    infinite.write_text("model:\n  class_path: ae_ot.generators.AEOT\n  init_args:\n    ot_time_limit: null\n")
+    with pytest.raises(ValueError, match="finite ot_time_limit"):
+        compare.post_fit_seconds(infinite)

@@ -57,15 +57,12 @@ def between_modes_fraction(samples: torch.Tensor, targets: torch.Tensor, quantil
     return gap_score(samples, targets, quantile)
 
 
-def solve_toy(targets: torch.Tensor, seed: int = 0, time_limit: float = 20.0, max_steps: int = 300):
+def solve_toy(targets: torch.Tensor, seed: int = 0, time_limit: float = 20.0, max_steps: int = 2000):
     from ae_ot.ot import SemiDiscreteOT
 
     solver = SemiDiscreteOT(targets, low=-1.0, high=1.0, seed=seed)
     # No tol: a stopping test would evaluate on millions of samples every few steps, which
     # costs more than the solve itself in 2D; the error is measured once afterwards instead.
-    # max_steps: the low-dimensional (d <= 3) sparse-Newton step of the solver reaches its best
-    # error in ~300 steps on these sets and was measured to diverge after ~550 (a known solver
-    # bug, noted on the solver's issue); stop well before.
     report = solver.fit(time_limit=time_limit, max_steps=max_steps, progress=False)
     return solver, report
 

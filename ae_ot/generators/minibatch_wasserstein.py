@@ -34,16 +34,18 @@ class MinibatchWassersteinGenerator(GenerativeModel):
         Number of minibatch pairs averaged per step.
     debiased : bool, default False
         Minimise h(x, y) - h(x, x)/2 - h(y, y)/2 instead (three times the assignments).
+    channels : int, default 1
+        Image channels (3 for Stacked MNIST).
     """
 
     def __init__(self, latent_dim: int = 128, width: int = 32, lr: float = 1e-3, m: int = 64, k: int = 1,
-                 debiased: bool = False, grid_every_n_epochs: int = 1, grid_size: int = 64):
+                 debiased: bool = False, grid_every_n_epochs: int = 1, grid_size: int = 64, channels: int = 1):
         super().__init__(latent_dim, grid_every_n_epochs, grid_size)
-        require_positive(int, width=width, m=m, k=k)
+        require_positive(int, width=width, m=m, k=k, channels=channels)
         require_positive(float, lr=lr)
         self.save_hyperparameters()
         self.lr, self.m, self.k, self.debiased = lr, m, k, bool(debiased)
-        self.generator = Generator(latent_dim, width)
+        self.generator = Generator(latent_dim, width, out_channels=channels)
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
         self._warned_small_batch = False
 

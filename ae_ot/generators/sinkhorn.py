@@ -61,14 +61,16 @@ class SinkhornGenerator(GenerativeModel):
     cost_space : {"pixels", "codes"}, default "pixels"
     encoder_checkpoint : str or None
         Autoencoder checkpoint whose frozen encoder defines the code space (needed for "codes").
+    channels : int, default 1
+        Image channels (3 for Stacked MNIST).
     """
 
     def __init__(self, latent_dim: int = 128, width: int = 32, lr: float = 1e-3, blur: float = 1.0, p: int = 2,
                  scaling: float = 0.8, backend: Literal["auto", "tensorized", "online", "multiscale"] = "auto",
                  cost_space: Literal["pixels", "codes"] = "pixels", encoder_checkpoint: str | None = None,
-                 grid_every_n_epochs: int = 1, grid_size: int = 64):
+                 grid_every_n_epochs: int = 1, grid_size: int = 64, channels: int = 1):
         super().__init__(latent_dim, grid_every_n_epochs, grid_size)
-        require_positive(int, width=width, p=p)
+        require_positive(int, width=width, p=p, channels=channels)
         require_positive(float, lr=lr, blur=blur)
         if isinstance(scaling, bool) or not isinstance(scaling, (int, float)) or not 0 < scaling < 1:
             raise ValueError(f"scaling must be in (0, 1), got {scaling!r}")
@@ -82,7 +84,7 @@ class SinkhornGenerator(GenerativeModel):
         self.save_hyperparameters()
         self.lr, self.blur, self.p, self.scaling = lr, float(blur), p, float(scaling)
         self.backend, self.cost_space = backend, cost_space
-        self.generator = Generator(latent_dim, width)
+        self.generator = Generator(latent_dim, width, out_channels=channels)
         self.encoder = load_frozen_encoder(encoder_checkpoint) if cost_space == "codes" else None
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
 

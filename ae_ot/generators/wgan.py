@@ -52,15 +52,16 @@ class _WassersteinGAN(GenerativeModel):
     """Shared machinery of WGAN and WGAN-GP: networks, noise, the critic/generator alternation."""
 
     def __init__(self, latent_dim: int, width: int, critic_width: int | None, n_critic: int,
-                 grid_every_n_epochs: int, grid_size: int):
+                 grid_every_n_epochs: int, grid_size: int, channels: int = 1, batch_norm: bool = False):
         super().__init__(latent_dim, grid_every_n_epochs, grid_size)
-        require_positive(int, width=width, n_critic=n_critic)
+        require_positive(int, width=width, n_critic=n_critic, channels=channels)
         critic_width = width if critic_width is None else critic_width
         require_positive(int, critic_width=critic_width)
         self.automatic_optimization = False
         self.n_critic = n_critic
-        self.generator = Generator(latent_dim, width)
-        self.critic = Critic(critic_width)
+        # batch norm only ever in the generator: the critic's gradient penalty is per sample
+        self.generator = Generator(latent_dim, width, out_channels=channels, batch_norm=batch_norm)
+        self.critic = Critic(critic_width, in_channels=channels)
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("critic_steps", torch.zeros((), dtype=torch.long))
 
@@ -140,12 +141,18 @@ class WGAN(_WassersteinGAN):
     n_critic : int, default 5
     diagnostic_every : int, default 50
         Critic steps between two measurements of the gradient norm on interpolates (0: never).
+    channels : int, default 1
+        Image channels (3 for Stacked MNIST).
+    batch_norm : bool, default False
+        Batch norm in the generator (the WGAN paper's DCGAN generator has it; the WGAN-GP paper's
+        MNIST code does not).
     """
 
     def __init__(self, latent_dim: int = 128, width: int = 32, critic_width: int | None = None,
                  lr: float = 5e-5, clip_value: float = 0.01, n_critic: int = 5, diagnostic_every: int = 50,
-                 grid_every_n_epochs: int = 1, grid_size: int = 64):
-        super().__init__(latent_dim, width, critic_width, n_critic, grid_every_n_epochs, grid_size)
+                 grid_every_n_epochs: int = 1, grid_size: int = 64, channels: int = 1, batch_norm: bool = False):
+        super().__init__(latent_dim, width, critic_width, n_critic, grid_every_n_epochs, grid_size, channels,
+                         batch_norm)
         require_positive(float, lr=lr, clip_value=clip_value)
         if isinstance(diagnostic_every, bool) or not isinstance(diagnostic_every, int) or diagnostic_every < 0:
             raise ValueError(f"diagnostic_every must be an integer >= 0 (0 disables), got {diagnostic_every!r}")
@@ -184,12 +191,18 @@ class WGANGP(_WassersteinGAN):
     beta1, beta2 : float, default 0.5, 0.9
     gp_weight : float, default 10
     n_critic : int, default 5
+    channels : int, default 1
+        Image channels (3 for Stacked MNIST).
+    batch_norm : bool, default False
+        Batch norm in the generator (never in the critic).
     """
 
     def __init__(self, latent_dim: int = 128, width: int = 32, critic_width: int | None = None,
                  lr: float = 1e-4, beta1: float = 0.5, beta2: float = 0.9, gp_weight: float = 10.0,
-                 n_critic: int = 5, grid_every_n_epochs: int = 1, grid_size: int = 64):
-        super().__init__(latent_dim, width, critic_width, n_critic, grid_every_n_epochs, grid_size)
+                 n_critic: int = 5, grid_every_n_epochs: int = 1, grid_size: int = 64, channels: int = 1,
+                 batch_norm: bool = False):
+        super().__init__(latent_dim, width, critic_width, n_critic, grid_every_n_epochs, grid_size, channels,
+                         batch_norm)
         require_positive(float, lr=lr, gp_weight=gp_weight)
         for name, beta in (("beta1", beta1), ("beta2", beta2)):
             if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < 1:

@@ -4,7 +4,7 @@ The solver's whole cost is here: one step scores M samples against N targets (an
 and keeps, per sample, the best one or two targets. The kernels
 
 * tile the samples (rows) and the targets (column blocks) so that one score tile fits a memory
-  budget (a few tens of MB on CPU, a fraction of the free memory on CUDA) and merge running top-k
+  budget (a cache-sized 8 MB on CPU, a fraction of the free memory on CUDA) and merge running top-k
   across column blocks: memory is O(tile + M k), whatever N is;
 * run on two backends: ``"torch"`` (``addmm`` into a reused buffer, then ``max``/``topk``; CPU and
   CUDA) and ``"keops"`` (pykeops ``LazyTensor`` reductions ``max_argmax`` / ``Kmin_argKmin``);
@@ -64,15 +64,28 @@ def resolve_backend(backend: str, device: torch.device, dim: int) -> str:
     return "torch"
 
 
+# CPU tiles are sized for the cache, not for memory: measured on this 2-core EPYC (N = 60,000,
+# d = 32, docs/benchmarks.md) a 512 x 2048 .. 512 x 4096 score tile (4-8 MB) runs addmm + max at
+# 1.0-1.08x the speed of a bare tiled GEMM that skips the max, where 512-row tiles spanning all
+# 60,000 columns (123 MB) ran at 0.61x: the max then re-reads the tile from DRAM. Rows below ~256
+# starve the BLAS kernel (128 x 4096: 0.54x), so the rows stay tall and the columns are blocked.
+CPU_TILE_BYTES = 8 << 20
+CPU_MAX_COLS = 4096
+
+
 def tile_plan(m: int, n: int, k: int, device: torch.device, dtype: torch.dtype,
               tile_bytes: int | None = None) -> tuple[int, int]:
     """Row-tile and column-block sizes for scoring ``m`` samples against ``n`` targets.
 
-    One score tile ``[rows, cols]`` of ``dtype`` must fit ``tile_bytes``. Defaults: 128 MB on CPU
-    (measured on the 2-core EPYC at N=60,000, d=32: 512-row tiles run the argmax at 0.44x a bare
-    GEMM vs 0.27x for 139-row and 0.04x for 16-row tiles; BLAS wants tall tiles); on CUDA a quarter of the free memory, at most 2 GB. Column blocks are used only
-    when a single row of scores would not fit: long rows keep the ``max`` reduction in one pass.
-    The environment variable ``AE_OT_TILE_BYTES`` overrides the default.
+    One score tile ``[rows, cols]`` of ``dtype`` must fit ``tile_bytes``.
+
+    * CPU (default 8 MB): column blocks of at most 4,096 targets and rows filling the budget
+      (512 rows in float32), so that the tile stays in cache between the GEMM that writes it and
+      the max that reads it; running maxima are merged across column blocks.
+    * CUDA (default a quarter of the free memory, at most 2 GB): one column block whenever 1,024
+      rows of scores fit, so the reduction runs over whole rows in one pass.
+
+    The environment variable ``AE_OT_TILE_BYTES`` overrides the default budget.
     """
     device = torch.device(device)
     if tile_bytes is None:
@@ -83,11 +96,15 @@ def tile_plan(m: int, n: int, k: int, device: torch.device, dtype: torch.dtype,
             free, _ = torch.cuda.mem_get_info(device)
             tile_bytes = int(min(free // 4, 2 << 30))
         else:
-            tile_bytes = 128 << 20
+            tile_bytes = CPU_TILE_BYTES
     elt = torch.finfo(dtype).bits // 8
-    min_rows = 64 if device.type == "cpu" else 1024
-    cols = n if n * min_rows * elt <= tile_bytes else max(k, tile_bytes // (min_rows * elt))
-    cols = min(cols, n)
+    if device.type == "cpu":
+        min_rows = 64
+        cols = min(n, CPU_MAX_COLS, max(k, tile_bytes // (min_rows * elt)))
+    else:
+        min_rows = 1024
+        cols = n if n * min_rows * elt <= tile_bytes else max(k, tile_bytes // (min_rows * elt))
+    cols = max(1, min(cols, n))
     rows = max(1, min(m, tile_bytes // max(1, cols * elt)))
     return rows, cols
 
