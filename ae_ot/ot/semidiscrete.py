@@ -185,7 +185,7 @@ class FitReport:
     converged: bool = False
     stop_reason: str = ""
     batch_size: int = 0
-    restarts: int = 0  # blow-up guard restarts from the averaged iterate (see fit)
+    restarts: int = 0  # blow-up guard returns to the best step's iterate (see fit)
     history: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -726,13 +726,9 @@ class SemiDiscreteOT:
                     if last_eval:
                         post["heldout"] = f"{last_eval['mean_rel']:.3g}"
                         post["floor"] = f"{last_eval['noise_floor']:.2g}"
-                    if time_limit is not None:
-                        post = {"step": state["step"], **post}
-                        bar.set_postfix(post, refresh=False)
-                        bar.update(round(min(t_solver, time_limit) - bar.n, 3))
-                    else:
-                        bar.set_postfix(post, refresh=False)
-                        bar.update(1)
+                    timed = time_limit is not None
+                    bar.set_postfix({"step": state["step"], **post} if timed else post, refresh=False)
+                    bar.update(round(min(t_solver, time_limit) - bar.n, 3) if timed else 1)
                 if callback is not None:
                     callback(rec)
                 if ckpt is not None and (stop or state["step"] % max(1, checkpoint_every) == 0
