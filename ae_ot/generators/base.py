@@ -10,7 +10,7 @@ import torch
 
 from ae_ot.viz import make_grid, save_image_grid
 
-__all__ = ["GenerativeModel", "check_num_samples"]
+__all__ = ["GenerativeModel", "NoiseGenerativeModel", "check_num_samples"]
 
 
 def check_num_samples(n) -> int:
@@ -98,3 +98,18 @@ class GenerativeModel(pl.LightningModule):
         every = self.grid_every_n_epochs
         if every and (self.current_epoch + 1) % every == 0 and not self.trainer.sanity_checking:
             self.log_image_grid(self.sample(self.grid_size, seed=0), "samples")
+
+
+class NoiseGenerativeModel(GenerativeModel):
+    """A generator network ``self.generator`` pushing Gaussian noise z ~ N(0, I_latent_dim) to
+    images: the shared ``forward`` / ``generate`` of the baselines (WGAN, WGAN-GP, Sinkhorn,
+    minibatch Wasserstein). Subclasses build ``self.generator`` in ``__init__``."""
+
+    generator: torch.nn.Module
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.generator(z)
+
+    def generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        z = torch.randn(n, self.latent_dim, generator=generator)  # drawn on the CPU: seeded samples
+        return self.generator(z.to(self.device))

@@ -7,7 +7,7 @@ import warnings
 
 import torch
 
-from ae_ot.generators.base import GenerativeModel
+from ae_ot.generators.base import NoiseGenerativeModel
 from ae_ot.generators.wgan import require_positive
 from ae_ot.nets import Generator
 from ae_ot.ot.minibatch import debiased_minibatch_wasserstein, minibatch_wasserstein
@@ -15,7 +15,7 @@ from ae_ot.ot.minibatch import debiased_minibatch_wasserstein, minibatch_wassers
 __all__ = ["MinibatchWassersteinGenerator"]
 
 
-class MinibatchWassersteinGenerator(GenerativeModel):
+class MinibatchWassersteinGenerator(NoiseGenerativeModel):
     """Generator G trained to minimise h_k(G(z_1..B), x_1..B): from a real batch of B images and B
     generated ones, ``k`` pairs of size-``m`` minibatches are drawn, each pair is matched by an
     exact assignment (scipy ``linear_sum_assignment``, squared Euclidean cost on pixels) and the
@@ -48,13 +48,6 @@ class MinibatchWassersteinGenerator(GenerativeModel):
         self.generator = Generator(latent_dim, width, out_channels=channels)
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
         self._warned_small_batch = False
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.generator(z)
-
-    def generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        z = torch.randn(n, self.latent_dim, generator=generator)
-        return self.generator(z.to(self.device))
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)

@@ -8,7 +8,7 @@ from typing import Literal
 
 import torch
 
-from ae_ot.generators.base import GenerativeModel
+from ae_ot.generators.base import NoiseGenerativeModel
 from ae_ot.generators.wgan import require_positive
 from ae_ot.nets import Generator
 from ae_ot.ot.minibatch import sinkhorn_divergence
@@ -34,7 +34,7 @@ def load_frozen_encoder(checkpoint: str):
     return encoder
 
 
-class SinkhornGenerator(GenerativeModel):
+class SinkhornGenerator(NoiseGenerativeModel):
     """Generator G trained to minimise S_eps(G(z_1..B), x_1..B), the debiased Sinkhorn divergence
     S_eps(a, b) = OT_eps(a, b) - OT_eps(a, a)/2 - OT_eps(b, b)/2 between a generated and a real
     minibatch (uniform weights, cost |a - b|^p / p, eps = blur^p), via GeomLoss ``SamplesLoss``.
@@ -87,13 +87,6 @@ class SinkhornGenerator(GenerativeModel):
         self.generator = Generator(latent_dim, width, out_channels=channels)
         self.encoder = load_frozen_encoder(encoder_checkpoint) if cost_space == "codes" else None
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
-
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.generator(z)
-
-    def generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        z = torch.randn(n, self.latent_dim, generator=generator)
-        return self.generator(z.to(self.device))
 
     def train(self, mode: bool = True):
         super().train(mode)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ae_ot.generators.base import GenerativeModel
+from ae_ot.generators.base import NoiseGenerativeModel
 from ae_ot.nets import Critic, Generator
 
 __all__ = ["WGAN", "WGANGP", "gradient_penalty", "require_positive"]
@@ -48,7 +48,7 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
     return ((norms - 1.0) ** 2).mean(), norms.detach()
 
 
-class _WassersteinGAN(GenerativeModel):
+class _WassersteinGAN(NoiseGenerativeModel):
     """Shared machinery of WGAN and WGAN-GP: networks, noise, the critic/generator alternation."""
 
     def __init__(self, latent_dim: int, width: int, critic_width: int | None, n_critic: int,
@@ -66,13 +66,6 @@ class _WassersteinGAN(GenerativeModel):
         self.register_buffer("critic_steps", torch.zeros((), dtype=torch.long))
 
     # ---- model ---------------------------------------------------------------------------------
-    def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.generator(z)
-
-    def generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        z = torch.randn(n, self.latent_dim, generator=generator)
-        return self.generator(z.to(self.device))
-
     def noise(self, n: int) -> torch.Tensor:
         return torch.randn(n, self.latent_dim, device=self.device)
 
