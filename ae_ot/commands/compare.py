@@ -13,8 +13,8 @@ Each config is trained by ``ae-ot fit --config X --trainer.max_time=... --traine
 in a subprocess (so every model gets the whole budget, whatever ``max_epochs`` its config sets),
 and its newest checkpoint is evaluated. AE-OT's OT stage, which runs after the trainer stops, is
 taken out of its training time (``ot_time_limit`` + 20 s of encoding), so its autoencoder and its
-OT solve together get the same wall-clock as every other model. Writes ``compare.md``, ``compare.json``, ``grids.png`` and
-``bars.png`` into ``--output_dir``.
+OT solve together get the same wall-clock as every other model. Writes ``compare.md``,
+``compare.json``, ``grids.png`` and ``bars.png`` into ``--output_dir``.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["main", "build_parser", "train_with_budget", "post_fit_seconds", "max_time_string", "markdown_table", "plot_grids",
-           "plot_bars"]
+__all__ = ["main", "build_parser", "train_with_budget", "post_fit_seconds", "max_time_string", "markdown_table",
+           "plot_grids", "plot_bars"]
 
 TABLE_KEYS = ["fid_classifier", "precision_k3", "recall_k3", "density_k5", "coverage_k5",
               "w2_minibatch_classifier", "modes_covered", "kl_to_uniform", "mean_confidence"]
