@@ -27,6 +27,25 @@ def test_tiled_topk_is_exact(tile_bytes, k):
     assert torch.allclose(s.gather(1, i), vr, atol=1e-5)
 
 
+@pytest.mark.parametrize("cols", [5, 200, 256, 300, 1000, 4096])
+@pytest.mark.parametrize("k", [1, 2])
+def test_two_stage_tile_reduction_equals_full_reduction(cols, k):
+    # The CPU tile reduction takes group maxima first and searches indices only in the best
+    # group(s); it must return exactly torch's max / topk, including the lowest index on ties.
+    g = torch.Generator().manual_seed(cols)
+    s = torch.randn(300, cols, generator=g)
+    s[:50] = torch.round(s[:50])  # many exact ties, across and within groups
+    s[50, :] = 1.0  # a constant row: every column ties
+    v, i = kernels._tile_topk(s, k)
+    vr, ir = (s.max(dim=1, keepdim=True) if k == 1 else s.topk(k, dim=1))
+    assert torch.equal(v, vr)
+    assert torch.equal(s.gather(1, i), vr)  # the indices point at the returned values
+    if k == 1:
+        assert torch.equal(i, ir)  # lowest index among equal maxima, as torch.max
+    else:
+        assert (i[:, 0] != i[:, 1]).all()
+
+
 def test_tile_plan_fits_budget():
     rows, cols = kernels.tile_plan(10**6, 10**6, 1, torch.device("cpu"), torch.float32, tile_bytes=64 << 20)
     assert rows * cols * 4 <= 64 << 20 and cols < 10**6
