@@ -9,6 +9,12 @@ Usage (each prints a JSON line and appends it to --out; `plot` draws error vs wa
     python scripts/bench_sdot.py solve --problem mnist --budget 120 [--eval-samples 4194304]
     python scripts/bench_sdot.py plot
 
+GPU (the issue's H100 item; every command takes --device cuda and optionally --precision tf32):
+
+    python scripts/bench_sdot.py kernel --device cuda --n 60000 --d 64 --m 65536
+    python scripts/bench_sdot.py solve  --device cuda --problem gmm --n 60000 --d 64 --methods default \
+        --budget 300 --eval-times 30,60,120,300 --eval-samples 67108864
+
 "Time to error e" = the first solver time (evaluation excluded) at which the held-out error on
 fresh i.i.d. samples is <= e. Held-out errors are measured at the solver times in --eval-times.
 Both the raw mean relative error and the noise-corrected one sqrt(mean_rel^2 - floor^2) are
@@ -18,6 +24,7 @@ reported, since the Monte Carlo floor of the evaluation is not negligible on a 2
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import os
@@ -87,21 +94,32 @@ def mnist_codes(n=10000, d=16, seed=0) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------------------------
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def bench_kernel(a):
     g = torch.Generator().manual_seed(0)
-    y = torch.rand(a.n, a.d, generator=g)
-    h = 0.01 * torch.randn(a.n, generator=g)
-    x = torch.rand(a.m, a.d, generator=g)
-    out = torch.empty(a.m, a.n)
+    dev = torch.device(a.device)
+    y = torch.rand(a.n, a.d, generator=g).to(dev)
+    h = 0.01 * torch.randn(a.n, generator=g).to(dev)
+    x = torch.rand(a.m, a.d, generator=g).to(dev)
+    out = torch.empty(a.m, a.n, device=dev)
 
     def t_mm():
+        _sync(dev)
         t = time.perf_counter()
-        torch.mm(x, y.T, out=out)
+        with kernels._matmul_precision(dev, a.precision):
+            torch.mm(x, y.T, out=out)
+        _sync(dev)
         return time.perf_counter() - t
 
     def t_assign():
+        _sync(dev)
         t = time.perf_counter()
-        kernels.argmax_scores(x, y, h, "torch")
+        kernels.argmax_scores(x, y, h, "torch", precision=a.precision)
+        _sync(dev)
         return time.perf_counter() - t
 
     t_mm(), t_assign()  # warm-up (page faults of `out`, BLAS init)
@@ -114,13 +132,16 @@ def bench_kernel(a):
     rec = {"bench": "kernel", "n": a.n, "d": a.d, "m": a.m, "mm_s": mm_t, "assign_s": as_t,
            "mm_gflops": flops / mm_t / 1e9, "assign_gflops": flops / as_t / 1e9,
            "assign_samples_per_s": a.m / as_t, "ratio_assign_vs_mm": mm_t / as_t,
-           "tile": kernels.tile_plan(a.m, a.n, 1, torch.device("cpu"), torch.float32)}
+           "precision": a.precision, "tile": kernels.tile_plan(a.m, a.n, 1, dev, torch.float32)}
     if a.keops:
         try:
-            kernels.argmax_scores(x[:256], y, h, "keops")
+            kernels.argmax_scores(x[:256], y, h, "keops")  # compiles the formula on first use
+            _sync(dev)
             t = time.perf_counter()
             kernels.argmax_scores(x, y, h, "keops")
+            _sync(dev)
             rec["keops_s"] = time.perf_counter() - t
+            rec["ratio_keops_vs_mm"] = mm_t / rec["keops_s"]
         except Exception as e:  # pragma: no cover
             rec["keops_error"] = str(e)[:200]
     emit(rec, a.out)
@@ -151,12 +172,17 @@ def first_time(history, key, thr):
 
 def bench_solve(a):
     if a.problem == "gmm":
-        y, name = gmm(2000, 16, 10, 0), "gmm N=2000 d=16"
+        n, d = a.n or 2000, a.d or 16
+        y, name = gmm(n, d, 10, 0), f"gmm N={n} d={d}"
     else:
-        y, name = mnist_codes(10000, 16), "mnist-codes N=10000 d=16"
+        n, d = a.n or 10000, a.d or 16
+        y, name = mnist_codes(n, d), f"mnist-codes N={n} d={d}"
+    if a.device != "cpu" or a.precision != "highest":
+        name += f" ({a.device}, {a.precision})"
+    y = y.to(a.device)
     times = [float(t) for t in a.eval_times.split(",")]
     for method in a.methods.split(","):
-        ot = SemiDiscreteOT(y, seed=a.seed)
+        ot = SemiDiscreteOT(y, seed=a.seed, precision=a.precision)
         opts = {"grad_tol": 0.0} if method == "aeot" else {}  # run the full budget
         t0 = time.time()
         rep = ot.fit(method=method, max_steps=10**7, time_limit=a.budget, eval_times=times,
@@ -197,8 +223,10 @@ def plot(a):
             ln, = ax.plot(t, [h["mean_rel"] for h in r["history"]], "o-", label=f"{m} (M={b}): raw")
             ax.plot(t, [max(h["mean_rel_corrected"], 1e-3) for h in r["history"]], "s--", color=ln.get_color(),
                     label=f"{m} (M={b}): noise-corrected")
-            floor = r["floor"]
-        ax.axhline(floor, color="gray", lw=0.8, ls=":", label=f"MC floor of eval ({floor:.3f})")
+        # One dotted line per evaluation size used on this problem (runs may differ).
+        floors = {r["eval_samples"]: r["floor"] for (p, _, _), r in latest.items() if p == prob}
+        for ls, (ns, floor) in zip(itertools.cycle((":", "-.")), sorted(floors.items())):
+            ax.axhline(floor, color="gray", lw=0.8, ls=ls, label=f"MC floor of a {ns:.2g}-sample eval ({floor:.3f})")
         for thr in (0.05, 0.02):
             ax.axhline(thr, color="k", lw=0.5)
         ax.set_xscale("log")
@@ -228,6 +256,9 @@ def main():
     p.add_argument("--eval-times", default="2,5,10,20,40,60,90,120,180")
     p.add_argument("--eval-samples", type=int, default=1 << 21)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--precision", default="highest", choices=["highest", "tf32"],
+                   help="matmul precision of the score GEMM (tf32: CUDA only)")
     p.add_argument("--out", type=Path, default=OUT)
     a = p.parse_args()
     if a.what == "kernel":

@@ -6,8 +6,9 @@ and keeps, per sample, the best one or two targets. The kernels
 * tile the samples (rows) and the targets (column blocks) so that one score tile fits a memory
   budget (a cache-sized 8 MB on CPU, a fraction of the free memory on CUDA) and merge running top-k
   across column blocks: memory is O(tile + M k), whatever N is;
-* run on two backends: ``"torch"`` (``addmm`` into a reused buffer, then ``max``/``topk``; CPU and
-  CUDA) and ``"keops"`` (pykeops ``LazyTensor`` reductions ``max_argmax`` / ``Kmin_argKmin``);
+* run on two backends: ``"torch"`` (``addmm`` into a reused buffer, then a row reduction: on CPU
+  a two-stage one, vectorised group maxima then an index search in the best groups, see
+  :func:`_tile_topk`; ``max``/``topk`` on CUDA) and ``"keops"`` (pykeops ``LazyTensor`` reductions ``max_argmax`` / ``Kmin_argKmin``);
 * shard the targets over ``torch.distributed`` ranks (:func:`sharded_topk`): every rank scores the
   same samples against its own N / world targets; an all-reduce of per-rank maxima (then of the
   indices attaining the maximum) gives the global argmax, an all-gather of per-rank top-k the
