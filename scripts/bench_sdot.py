@@ -9,11 +9,8 @@ Usage (each prints a JSON line and appends it to --out; `plot` draws error vs wa
     python scripts/bench_sdot.py solve --problem mnist --budget 120 [--eval-samples 4194304]
     python scripts/bench_sdot.py plot
 
-GPU (the issue's H100 item; every command takes --device cuda and optionally --precision tf32):
-
-    python scripts/bench_sdot.py kernel --device cuda --n 60000 --d 64 --m 65536
-    python scripts/bench_sdot.py solve  --device cuda --problem gmm --n 60000 --d 64 --methods default \
-        --budget 300 --eval-times 30,60,120,300 --eval-samples 67108864
+GPU: every command takes --device cuda and optionally --precision tf32; scripts/gpu_check.sh runs
+the issue's H100 item (kernel at N = 60,000, d = 32 and 64; a solve with --problem gmm --n 60000 --d 64).
 
 "Time to error e" = the first solver time (evaluation excluded) at which the held-out error on
 fresh i.i.d. samples is <= e. Held-out errors are measured at the solver times in --eval-times.
@@ -226,7 +223,8 @@ def plot(a):
         # One dotted line per evaluation size used on this problem (runs may differ).
         floors = {r["eval_samples"]: r["floor"] for (p, _, _), r in latest.items() if p == prob}
         for ls, (ns, floor) in zip(itertools.cycle((":", "-.")), sorted(floors.items())):
-            ax.axhline(floor, color="gray", lw=0.8, ls=ls, label=f"MC floor of a {ns:.2g}-sample eval ({floor:.3f})")
+            ax.axhline(floor, color="gray", lw=0.8, ls=ls,
+                       label=f"MC floor of a {ns:.2g}-sample eval ({floor:.3f})")
         for thr in (0.05, 0.02):
             ax.axhline(thr, color="k", lw=0.5)
         ax.set_xscale("log")

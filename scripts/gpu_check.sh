@@ -2,7 +2,7 @@
 # The GPU measurements of ae_ot.ot (issue 3's H100 item) in one command, for a lent GPU machine
 # that has torch and Lightning preinstalled and no internet (the device tool's machines):
 #
-#   OUT=outputs/gpu bash scripts/gpu_check.sh      # ~8 minutes on an H100
+#   OUT=outputs/gpu bash scripts/gpu_check.sh      # ~8 minutes on an H100 (estimated, not yet run)
 #
 # It records the GPU's name, runs the CUDA tests, the kernel throughput against a bare torch.mm
 # (d = 32 and 64, N = 60,000; float32 and TF32) and a solve of N = 60,000 targets in d = 64 with
@@ -27,14 +27,17 @@ mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 RES="$OUT/bench_sdot_gpu.jsonl"
 
-{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi";
-  $PY -c "import torch; print('torch', torch.__version__, 'cuda', torch.cuda.is_available() and torch.cuda.get_device_name())"; } \
-    | tee "$OUT/gpu.txt"
+{
+    date -u
+    nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"
+    $PY -c "import torch; print('torch', torch.__version__, 'cuda:',
+            torch.cuda.is_available() and torch.cuda.get_device_name())"
+} | tee "$OUT/gpu.txt"
 
 if [ "$DEVICE" = cuda ]; then
     # The CUDA-only tests (they skip on CPU-only machines such as CI).
-    $PY -m pytest -q -p no:cacheprovider tests/test_ot_semidiscrete.py tests/test_ot_kernels.py -k "cuda or keops" \
-        2>&1 | tee "$OUT/pytest_cuda.txt" || true
+    $PY -m pytest -q -p no:cacheprovider -k "cuda or keops" \
+        tests/test_ot_semidiscrete.py tests/test_ot_kernels.py 2>&1 | tee "$OUT/pytest_cuda.txt" || true
 fi
 
 precisions="highest"

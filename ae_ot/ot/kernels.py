@@ -8,7 +8,8 @@ and keeps, per sample, the best one or two targets. The kernels
   across column blocks: memory is O(tile + M k), whatever N is;
 * run on two backends: ``"torch"`` (``addmm`` into a reused buffer, then a row reduction: on CPU
   a two-stage one, vectorised group maxima then an index search in the best groups, see
-  :func:`_tile_topk`; ``max``/``topk`` on CUDA) and ``"keops"`` (pykeops ``LazyTensor`` reductions ``max_argmax`` / ``Kmin_argKmin``);
+  :func:`_tile_topk`; ``max``/``topk`` on CUDA) and ``"keops"`` (pykeops ``LazyTensor``
+  reductions ``max_argmax`` / ``Kmin_argKmin``);
 * shard the targets over ``torch.distributed`` ranks (:func:`sharded_topk`): every rank scores the
   same samples against its own N / world targets; an all-reduce of per-rank maxima (then of the
   indices attaining the maximum) gives the global argmax, an all-gather of per-rank top-k the
