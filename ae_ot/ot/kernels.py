@@ -128,6 +128,11 @@ def _matmul_precision(device: torch.device, precision: str):
 
 
 def _merge_topk(v_run, i_run, v_new, i_new, k):
+    """Top-k of two candidate lists [M, k_run] and [M, k_new]; ``i_new`` come after ``i_run``."""
+    if k == 1:
+        # strict '>' keeps the earlier (lower) index on ties, like torch.max.
+        upd = v_new > v_run
+        return torch.where(upd, v_new, v_run), torch.where(upd, i_new, i_run)
     v = torch.cat([v_run, v_new], dim=1)
     i = torch.cat([i_run, i_new], dim=1)
     v, pos = v.topk(min(k, v.shape[1]), dim=1)
@@ -176,13 +181,8 @@ def _tile_topk(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         i = g.gather(1, pos // group) * group + pos % group
     if full < c:  # the last partial group: plain reduction over < 128 columns, then merge
         tail = s[:, full:]
-        if k == 1:
-            tv, ti = tail.max(dim=1, keepdim=True)
-            upd = tv > v  # strict: the earlier index wins ties
-            v, i = torch.where(upd, tv, v), torch.where(upd, ti + full, i)
-        else:
-            tv, ti = tail.topk(min(k, c - full), dim=1)
-            v, i = _merge_topk(v, i, tv, ti + full, k)
+        tv, ti = tail.max(dim=1, keepdim=True) if k == 1 else tail.topk(min(k, c - full), dim=1)
+        v, i = _merge_topk(v, i, tv, ti + full, k)
     return v, i
 
 
@@ -204,15 +204,7 @@ def _topk_torch(x, y, h, k, tile_bytes, precision):
                 v, i = _tile_topk(s, k)
                 if c0:
                     i = i + c0
-                if vr is None:
-                    vr, ir = v, i
-                elif k == 1:
-                    # strict '>' keeps the earlier (lower) index on ties, like torch.max.
-                    upd = v > vr
-                    vr = torch.where(upd, v, vr)
-                    ir = torch.where(upd, i, ir)
-                else:
-                    vr, ir = _merge_topk(vr, ir, v, i, k)
+                vr, ir = (v, i) if vr is None else _merge_topk(vr, ir, v, i, k)
             vals[r0:r0 + rows] = vr
             idxs[r0:r0 + rows] = ir
     return vals, idxs
