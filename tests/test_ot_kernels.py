@@ -8,6 +8,7 @@ import torch
 import torch.multiprocessing as mp
 
 from ae_ot.ot import SemiDiscreteOT, kernels
+from ae_ot.ot.distributed import sharded_topk
 
 
 def _problem(m=2000, n=700, d=16, seed=0):
@@ -106,8 +107,8 @@ def _worker(rank, world, port, out_dir):
         bounds = [0, 151, 301]
         sl = slice(bounds[rank], bounds[rank + 1])
         # kernel level
-        v1, i1 = kernels.sharded_topk(x, y[sl], h[sl], bounds[rank], 1)
-        v4, i4 = kernels.sharded_topk(x, y[sl], h[sl], bounds[rank], 4)
+        v1, i1 = sharded_topk(x, y[sl], h[sl], bounds[rank], 1)
+        v4, i4 = sharded_topk(x, y[sl], h[sl], bounds[rank], 4)
         # solver level: same problem, targets sharded
         ot = SemiDiscreteOT(y[sl], w[sl], distributed=True, seed=4)
         assert ot.num_targets == 301

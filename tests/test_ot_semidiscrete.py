@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from ae_ot.ot import SemiDiscreteOT, noise_floor, normalize_to_box
-from ae_ot.ot.semidiscrete import FitReport, exact_cell_measures_2d
+from ae_ot.ot import FitReport, exact_cell_measures_2d
 
 
 def _gmm(n, d, k, seed):

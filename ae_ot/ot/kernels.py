@@ -10,10 +10,8 @@ and keeps, per sample, the best one or two targets. The kernels
   a two-stage one, vectorised group maxima then an index search in the best groups, see
   :func:`_tile_topk`; ``max``/``topk`` on CUDA) and ``"keops"`` (pykeops ``LazyTensor``
   reductions ``max_argmax`` / ``Kmin_argKmin``);
-* shard the targets over ``torch.distributed`` ranks (:func:`sharded_topk`): every rank scores the
-  same samples against its own N / world targets; an all-reduce of per-rank maxima (then of the
-  indices attaining the maximum) gives the global argmax, an all-gather of per-rank top-k the
-  global top-k. N can then exceed one device's memory.
+* are the building block of :func:`ae_ot.ot.distributed.sharded_topk`, which shards the targets
+  over ``torch.distributed`` ranks.
 
 Ties: the torch backend returns the lowest index among equal maxima within a block (torch's
 ``max`` convention) and the sharded reduction keeps the lowest global index, so a sharded run
@@ -31,7 +29,6 @@ __all__ = [
     "resolve_backend",
     "topk_scores",
     "argmax_scores",
-    "sharded_topk",
     "tile_plan",
     "keops_available",
 ]
@@ -272,50 +269,3 @@ def argmax_scores(x, y, h, backend="torch", tile_bytes=None, precision="highest"
     """``(max_i s_i(x), argmax_i s_i(x))``, shapes [M] and [M]; see :func:`topk_scores`."""
     v, i = topk_scores(x, y, h, 1, backend, tile_bytes, precision)
     return v[:, 0], i[:, 0]
-
-
-def sharded_topk(x: torch.Tensor, y_local: torch.Tensor, h_local: torch.Tensor, offset: int, k: int = 1,
-                 group=None, backend: str = "torch", tile_bytes: int | None = None,
-                 precision: str = "highest") -> tuple[torch.Tensor, torch.Tensor]:
-    """Global top-k when the targets are sharded over the ranks of a ``torch.distributed`` group.
-
-    Every rank passes the *same* samples ``x [M, d]`` and its shard ``y_local [N_r, d]``,
-    ``h_local [N_r]`` whose first target has global index ``offset``.
-
-    * k = 1: all-reduce(MAX) of the per-rank maxima, then all-reduce(MIN) of the global index on
-      the ranks attaining it (lowest index wins ties, as in the single-process kernel).
-    * k > 1: all-gather of the per-rank top-k ([world, M, k]) and a top-k of the union.
-
-    Returns the global ``values [M, k]`` and global ``indices [M, k]`` on every rank.
-    """
-    import torch.distributed as dist
-
-    kl = min(k, y_local.shape[0])
-    if kl > 0:
-        v, i = topk_scores(x, y_local, h_local, kl, backend, tile_bytes, precision)
-        i = i + offset
-    else:
-        v = torch.empty(x.shape[0], 0, dtype=x.dtype, device=x.device)
-        i = torch.empty(x.shape[0], 0, dtype=torch.long, device=x.device)
-    if kl < k:  # a shard smaller than k: pad with -inf so every rank contributes [M, k]
-        pad = k - kl
-        v = torch.cat([v, torch.full((x.shape[0], pad), float("-inf"), dtype=v.dtype, device=v.device)], 1)
-        i = torch.cat([i, torch.full((x.shape[0], pad), torch.iinfo(torch.long).max, dtype=torch.long,
-                                     device=i.device)], 1)
-    if k == 1:
-        vmax = v.clone()
-        dist.all_reduce(vmax, op=dist.ReduceOp.MAX, group=group)
-        cand = torch.where(v == vmax, i, torch.full_like(i, torch.iinfo(torch.long).max))
-        dist.all_reduce(cand, op=dist.ReduceOp.MIN, group=group)
-        return vmax, cand
-    world = dist.get_world_size(group)
-    vs = [torch.empty_like(v) for _ in range(world)]
-    is_ = [torch.empty_like(i) for _ in range(world)]
-    dist.all_gather(vs, v.contiguous(), group=group)
-    dist.all_gather(is_, i.contiguous(), group=group)
-    va, ia = torch.cat(vs, 1), torch.cat(is_, 1)
-    # Sort by (value desc, index asc) so ties resolve to the lowest global index deterministically.
-    order = torch.argsort(ia, dim=1)
-    va, ia = va.gather(1, order), ia.gather(1, order)
-    vt, pos = torch.sort(va, dim=1, descending=True, stable=True)
-    return vt[:, :k], ia.gather(1, pos[:, :k])

@@ -19,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["as_box", "derive_seed", "uniform_box", "sobol_box", "box_volume_log"]
+__all__ = ["as_box", "derive_seed", "uniform_box", "sobol_box", "box_volume_log", "normalize_to_box"]
 
 # torch's SobolEngine supports at most this many dimensions.
 _SOBOL_MAX_DIM = 21201
@@ -110,3 +110,22 @@ def is_power_of_two(n: int) -> bool:
 
 def next_power_of_two(n: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, n))))
+
+
+def normalize_to_box(x: torch.Tensor, low: float = 0.0, high: float = 1.0, margin: float = 0.0,
+                     per_dim: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Affine map of a point cloud into the box [low, high]^d: ``x' = x * scale + shift``.
+
+    Per-dimension min/max scaling (``per_dim=True``) or one isotropic scale (keeps angles, which the
+    AE-OT singular-boundary test relies on). ``margin`` leaves a fraction of the box free on every
+    side. Returns ``(x' [N, d], scale [d], shift [d])``; invert with ``(x' - shift) / scale``.
+    """
+    lo, hi = x.min(0).values, x.max(0).values
+    span = (hi - lo).clamp_min(1e-12)
+    if not per_dim:
+        span = span.max().expand_as(span)
+    width = (high - low) * (1 - 2 * margin)
+    scale = width / span
+    centre_src = (lo + hi) / 2
+    shift = (low + high) / 2 - centre_src * scale
+    return x * scale + shift, scale, shift

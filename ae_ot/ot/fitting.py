@@ -1,0 +1,311 @@
+"""The fit driver of :meth:`ae_ot.ot.SemiDiscreteOT.fit`: the loop around a method's steps.
+
+It owns what every method shares: the clocks (solver time, evaluation time), the held-out
+evaluation schedule and the stopping rule, checkpoints and exact resume, the progress bar, the
+callback, the recovery from blow-ups (non-finite heights go back to the best iterate), and the
+final verdict (``FitReport.converged`` and its ``message``).
+
+Evaluation schedule with ``tol`` (default): each held-out evaluation of M samples costs about as
+much as M / batch_size solver steps, and a precise one (noise floor tol / 2) can cost more than
+the whole solve. So the driver keeps the evaluations under ``EVAL_FRACTION`` of the solver time,
+and screens first: a cheap evaluation (noise floor ~ tol) decides whether the precise one is worth
+running. The stop is always decided by the precise evaluation (or by exact areas in 2-D).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ae_ot.ot.methods import make_method
+from ae_ot.ot.sources import derive_seed
+from ae_ot.ot.unit_problem import noise_floor
+
+__all__ = ["FitReport", "run_fit", "ConvergenceWarning", "SolverDivergedError", "EVAL_FRACTION", "EVAL_STREAM"]
+
+#: seed stream of the held-out evaluations in fit: derive_seed(seed, EVAL_STREAM, step)
+EVAL_STREAM = 2
+#: the adaptive schedule keeps evaluation time <= this fraction of solver time
+EVAL_FRACTION = 0.25
+#: blow-ups recovered from before a fit gives up
+MAX_RESTARTS = 10
+#: exact 2-D areas cost O(N) polygon clips in Python: above this N sampling is cheaper
+EXACT_EVAL_MAX_TARGETS = 20000
+
+
+class ConvergenceWarning(UserWarning):
+    """A fit ended without meeting its tolerance, or with an empty cell."""
+
+
+class SolverDivergedError(RuntimeError):
+    """The iterates became non-finite and going back to the best iterate did not help."""
+
+
+@dataclass
+class FitReport:
+    """What a ``fit`` did: counts, times, the held-out error history and the verdict.
+
+    ``history`` holds one dict per evaluation: step, time (solver seconds, evaluation excluded),
+    wall (seconds including evaluation), samples (training samples drawn so far), kind ("screen",
+    "precise", "exact", "final") and the error metrics (mean_rel, max_rel, l1, empty_cells,
+    noise_floor, mean_rel_corrected, ...). ``converged`` is True only when the stopping rule fired
+    and the final evaluation has no empty cell; ``message`` says why not otherwise.
+    """
+
+    method: str = "default"
+    steps: int = 0
+    samples: int = 0
+    wall_time: float = 0.0
+    eval_time: float = 0.0
+    converged: bool = False
+    stop_reason: str = ""
+    message: str = ""
+    tol: float | None = None
+    batch_size: int = 0
+    restarts: int = 0  # returns to the best iterate after a blow-up (see SolverMethod.recover)
+    history: list = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "FitReport":
+        return cls(**{k: v for k, v in d.items() if k in cls.__dataclass_fields__})
+
+    @property
+    def final(self) -> dict:
+        """The last evaluation record (empty dict when there was none)."""
+        return self.history[-1] if self.history else {}
+
+    @property
+    def total_time(self) -> float:
+        """Solver plus evaluation seconds: the wall time of the user's call, start-up aside."""
+        return self.wall_time + self.eval_time
+
+
+def _samples_for_floor(weights: torch.Tensor, floor: float, num_targets: int) -> int:
+    """Samples M whose noise floor is about ``floor``: floor ~ 0.8 sqrt(N / M) for uniform weights."""
+    m = num_targets * (math.sqrt(2 / math.pi) / floor) ** 2
+    return int(min(1 << 24, max(1 << 18, m)))
+
+
+class _Evaluator:
+    """Held-out errors of a state's solution: exact areas (2-D) or fresh i.i.d. samples."""
+
+    def __init__(self, ot, method, exact: bool, precise_samples: int, screen_samples: int | None):
+        self.ot, self.method = ot, method
+        self.exact = exact
+        self.precise_samples = precise_samples
+        self.screen_samples = screen_samples
+
+    def __call__(self, state: dict, kind: str) -> dict:
+        heights = self.method.solution(state)
+        if self.exact:
+            result = self.ot.unit.errors_from_measures(self.ot.exact_cell_measures(heights), None)
+        else:
+            samples = self.screen_samples if kind == "screen" else self.precise_samples
+            generator = torch.Generator().manual_seed(derive_seed(self.ot.seed, EVAL_STREAM, state["step"],
+                                                                  1 if kind == "screen" else 0))
+            result = self.ot.unit.errors(heights, samples, generator)
+        result["kind"] = "exact" if self.exact else kind
+        return result
+
+
+def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, callback, checkpoint_path,
+            checkpoint_every, eval_every, eval_samples, lr, resume, eval_times, exact_eval, options):
+    """The loop of :meth:`ae_ot.ot.SemiDiscreteOT.fit` (see there for the parameters)."""
+    solver = make_method(method, ot.unit, ot.seed, dict(options))
+    if tol is not None and not tol > 0:
+        raise ValueError(f"tol must be positive, got {tol!r}")
+    if time_limit is not None and not time_limit > 0:
+        raise ValueError(f"time_limit must be positive seconds, got {time_limit!r}")
+    max_steps = solver.default_max_steps if max_steps is None else int(max_steps)
+    if max_steps < 1:
+        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+    batch_size = int(batch_size or solver.default_batch_size())
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = ot.num_targets
+    exact = ot.exact_measures_available() and n <= EXACT_EVAL_MAX_TARGETS if exact_eval is None else bool(exact_eval)
+    if exact and not ot.exact_measures_available():
+        raise ValueError(f"exact_eval=True needs a 2-D problem in one process; this one has d = {ot.dim}")
+    adaptive = tol is not None and eval_every is None
+    if eval_samples is None:
+        eval_samples = _samples_for_floor(ot.unit.weights, tol / 2, n) if tol else 1 << 20
+        eval_samples = max(eval_samples, 1 << 20)
+    screen_samples = _samples_for_floor(ot.unit.weights, tol, n) if adaptive else None
+    if screen_samples is not None and screen_samples >= eval_samples / 2:
+        screen_samples = None  # screening would save little
+    if tol is not None and not exact and noise_floor(ot.unit.weights, eval_samples) > tol:
+        warnings.warn(f"eval_samples={eval_samples} gives a noise floor of "
+                      f"{noise_floor(ot.unit.weights, eval_samples):.3g} > tol={tol}; stopping uses the "
+                      f"noise-corrected error, which is then imprecise", stacklevel=3)
+    evaluate = _Evaluator(ot, solver, exact, int(eval_samples), screen_samples)
+    eval_every = int(eval_every or 0)
+
+    checkpoint = _checkpoint_path(ot, checkpoint_path)
+    state, report = None, None
+    if checkpoint is not None and resume and checkpoint.exists():
+        ot.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
+        state = ot.fit_state if ot.fit_state is not None and ot.fit_state.get("method") == method else None
+        report = ot.report if state is not None else None
+    if state is None:
+        state = solver.init_state(ot.unit_heights, batch_size)
+    report = report or FitReport(method=method, batch_size=batch_size)
+    report.tol = tol
+    ot.report, ot.fit_state = report, state
+    if lr is None:
+        lr = solver.default_lr()
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+
+    bar = _progress_bar(ot, method, report, state, max_steps, time_limit) if progress else None
+    solver_time, eval_time = report.wall_time, report.eval_time  # continue the clocks of a resumed run
+    last_eval = None
+    pending_times = sorted(t for t in (eval_times or []) if t > solver_time)
+    next_adaptive_eval = 0.0  # solver time of the next adaptive evaluation
+
+    def record(kind: str) -> dict:
+        nonlocal eval_time, last_eval
+        started = time.perf_counter()
+        result = evaluate(state, kind)
+        eval_time += time.perf_counter() - started
+        report.eval_time = eval_time
+        report.history.append({"step": state["step"], "time": solver_time, "wall": solver_time + eval_time,
+                               "samples": state["samples"], **result})
+        last_eval = result
+        return result
+
+    try:
+        while state["step"] < max_steps:
+            started = time.perf_counter()
+            info = solver.step(state, lr)
+            state["step"] += 1
+            _guard_finite(solver, state, info)
+            solver_time += time.perf_counter() - started
+            report.steps, report.samples = state["step"], state["samples"]
+            report.restarts = state.get("restarts", 0)
+            report.wall_time = solver_time
+            rec = {"step": state["step"], "time": solver_time, "samples": state["samples"], **info}
+            stop = "grad_tol" if info.get("converged") else None
+            if time_limit is not None and solver_time >= time_limit:
+                stop = stop or "time_limit"
+            if state["step"] >= max_steps:
+                stop = stop or "max_steps"
+            due = bool(eval_every and state["step"] % eval_every == 0)
+            if pending_times and solver_time >= pending_times[0]:
+                due = True
+                while pending_times and solver_time >= pending_times[0]:
+                    pending_times.pop(0)
+            if adaptive and not stop and solver_time >= next_adaptive_eval and state["step"] >= 5:
+                result = record("screen" if evaluate.screen_samples and not exact else "precise")
+                # Screening passes when the error may be within tol (its noise-corrected estimate
+                # runs ~15% low at a floor of ~tol, hence the margin); then the precise one decides.
+                if result["kind"] == "screen" and result["mean_rel_corrected"] <= 1.3 * tol:
+                    result = record("precise")
+                rec.update(result)
+                if result["kind"] != "screen" and result["mean_rel_corrected"] <= tol:
+                    stop = "tol"
+                # Keep the evaluations under EVAL_FRACTION of the solver time.
+                next_adaptive_eval = max(solver_time, eval_time / EVAL_FRACTION)
+            elif due or (stop and not adaptive):
+                result = record("precise")
+                rec.update(result)
+                if tol is not None and result["mean_rel_corrected"] <= tol:
+                    stop = stop or "tol"
+            if bar is not None:
+                _update_bar(bar, info, last_eval, state, solver_time, time_limit)
+            if callback is not None:
+                callback(rec)
+            if checkpoint is not None and (stop or state["step"] % max(1, checkpoint_every) == 0):
+                ot.unit_heights = solver.solution(state)
+                ot.save(checkpoint)
+            if stop:
+                report.stop_reason = stop
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+    ot.unit_heights = solver.solution(state)
+    if not last_eval or report.history[-1]["step"] != state["step"] or report.history[-1]["kind"] == "screen":
+        record("final")
+    _verdict(report, tol, method)
+    if checkpoint is not None:
+        ot.save(checkpoint)
+    return report
+
+
+def _checkpoint_path(ot, checkpoint_path) -> Path | None:
+    if not checkpoint_path:
+        return None
+    suffix = f".rank{ot.comm.rank}" if ot.comm.enabled else ""
+    return Path(str(checkpoint_path) + suffix)
+
+
+def _guard_finite(solver, state: dict, info: dict) -> None:
+    """Non-finite heights or training error count as a blow-up: back to the best iterate, or raise."""
+    finite = math.isfinite(info.get("train_mean_rel", 0.0)) and all(
+        bool(torch.isfinite(state[key]).all()) for key in solver.iterate_keys)
+    if finite:
+        return
+    step = state["step"]
+    if state.get("restarts", 0) >= MAX_RESTARTS or not solver.recover(state):
+        raise SolverDivergedError(
+            f"the heights became non-finite at step {step} and going back to the best iterate did not help "
+            f"({state.get('restarts', 0)} restarts). Fix: pass a smaller lr (each restart halves it), a larger "
+            f"batch_size, or check the targets for near-duplicates far outside the box")
+    info["restarted"] = True
+
+
+def _verdict(report: FitReport, tol: float | None, method: str) -> None:
+    """``converged`` and ``message`` from the stop reason and the final evaluation; warn on failure."""
+    final = report.final
+    error = final.get("mean_rel_corrected", float("nan"))
+    empty = final.get("empty_cells", 0)
+    kind = "exact" if final.get("exact") else "held-out, noise-corrected"
+    problems = []
+    if tol is not None and not error <= tol:
+        problems.append(f"the final {kind} mean relative error {error:.4g} is above tol={tol:g}")
+    if empty:
+        problems.append(f"{empty} cell(s) received no held-out sample (empty cells)")
+    stopped_by_rule = report.stop_reason in ("tol", "grad_tol")
+    report.converged = stopped_by_rule and not problems
+    if report.converged:
+        report.message = f"converged ({report.stop_reason}): final {kind} mean relative error {error:.4g}"
+        return
+    if problems:
+        report.message = (f"not converged after {report.steps} steps ({report.stop_reason}): "
+                          + "; ".join(problems) + ". Fix: a larger time_limit / max_steps")
+        warnings.warn(f"SemiDiscreteOT.fit(method={method!r}): {report.message}", ConvergenceWarning, stacklevel=4)
+    else:
+        report.message = (f"no tol given: stopped by {report.stop_reason} after {report.steps} steps; "
+                          f"final {kind} mean relative error {error:.4g}")
+
+
+def _progress_bar(ot, method, report, state, max_steps, time_limit):
+    from tqdm.auto import tqdm
+
+    desc = f"sdot[{method}] N={ot.num_targets} d={ot.dim}"
+    if time_limit is not None:  # the clock binds first in practice: a bar of solver seconds
+        return tqdm(total=round(float(time_limit), 1), initial=round(min(report.wall_time, time_limit), 1),
+                    desc=desc, unit="s", leave=False, dynamic_ncols=True,
+                    bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}{postfix}]")
+    return tqdm(total=max_steps, initial=state["step"], desc=desc, leave=False, dynamic_ncols=True)
+
+
+def _update_bar(bar, info, last_eval, state, solver_time, time_limit) -> None:
+    post = {"train_rel": f"{info.get('train_mean_rel', float('nan')):.3g}"}
+    if last_eval:
+        post["heldout"] = f"{last_eval['mean_rel_corrected']:.3g}"
+        post["floor"] = f"{last_eval['noise_floor']:.2g}"
+    if time_limit is not None:
+        bar.set_postfix({"step": state["step"], **post}, refresh=False)
+        bar.update(round(min(solver_time, time_limit) - bar.n, 3))
+    else:
+        bar.set_postfix(post, refresh=False)
+        bar.update(1)

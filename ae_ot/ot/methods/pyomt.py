@@ -1,0 +1,106 @@
+"""``method="aeot"``: the AE-OT reference solver (An et al., ICLR 2020, code "pyOMT").
+
+Kept for reproducible comparison: heights start at 0, one fixed Sobol set of ``batch_size`` points
+is reused every step, Adam (lr 5e-2, no bias correction) on the gradient g_i = m_i - nu_i,
+re-centring, the sample set doubled when ||g||_2 has not improved for ``stall`` steps, and the
+method's own stop when ||g||_2 < ``grad_tol``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ae_ot.ot.methods.base import SolverMethod
+from ae_ot.ot.sources import derive_seed
+
+__all__ = ["PyOMTOptions", "PyOMTMethod", "FIXED_SET_STREAM"]
+
+#: seed stream of the fixed Sobol set: derive_seed(seed, FIXED_SET_STREAM)
+FIXED_SET_STREAM = 3
+
+
+@dataclass
+class PyOMTOptions:
+    """Options of ``method="aeot"``.
+
+    Attributes
+    ----------
+    grad_tol : float
+        Stop when ||g||_2 < grad_tol (0 turns the rule off).
+    stall : int
+        Double the fixed sample set when ||g||_2 has not improved for this many steps.
+    max_samples : int
+        The fixed set never grows beyond this many points.
+    """
+
+    grad_tol: float = 2e-3
+    stall: int = 30
+    max_samples: int = 1 << 20
+
+    def __post_init__(self):
+        if not self.grad_tol >= 0:
+            raise ValueError(f"grad_tol must be >= 0, got {self.grad_tol!r}")
+        if int(self.stall) < 1 or int(self.max_samples) < 1:
+            raise ValueError(f"stall and max_samples must be positive integers, got {self.stall!r} and "
+                             f"{self.max_samples!r}")
+
+
+class PyOMTMethod(SolverMethod):
+    """Adam on a fixed Sobol set (see the module docstring)."""
+
+    name = "aeot"
+    Options = PyOMTOptions
+    default_max_steps = 20000
+    iterate_keys = ("heights", "adam_m", "adam_v")
+
+    def __init__(self, problem, options=None, seed: int = 0):
+        super().__init__(problem, options)
+        self.seed = seed
+        self._fixed_size = None
+        self._fixed_set = None
+
+    def default_lr(self) -> float:
+        return 5e-2
+
+    def default_batch_size(self) -> int:
+        return 20000
+
+    def init_state(self, heights, batch_size):
+        zeros = torch.zeros(self.problem.num_local, dtype=torch.float64, device=self.problem.device)
+        return {"method": self.name, "step": 0, "samples": 0, "batch_size": batch_size, "heights": zeros.clone(),
+                "adam_m": zeros.clone(), "adam_v": zeros.clone(), "fixed_size": batch_size,
+                "best_grad_norm": float("inf"), "stall": 0}
+
+    def fixed_set(self, size: int) -> torch.Tensor:
+        if self._fixed_size != size:  # the same points every step, regenerated only when the size doubles
+            self._fixed_set = self.problem.sobol(size, derive_seed(self.seed, FIXED_SET_STREAM))
+            self._fixed_size = size
+        return self._fixed_set
+
+    def step(self, state, lr):
+        problem, opts = self.problem, self.options
+        u = self.fixed_set(state["fixed_size"])
+        m = u.shape[0]
+        cell = problem.topk(u, 1, state["heights"])[1][:, 0]
+        counts, _ = problem.local_counts(cell)
+        gradient = counts / m - problem.weights
+        b1, b2, eps = 0.9, 0.999, 1e-8
+        lr = lr * state.get("lr_scale", 1.0)
+        state["adam_m"] = b1 * state["adam_m"] + (1 - b1) * gradient
+        state["adam_v"] = b2 * state["adam_v"] + (1 - b2) * gradient * gradient
+        state["heights"] = problem.center(state["heights"] - lr * state["adam_m"] / (state["adam_v"].sqrt() + eps))
+        state["samples"] += m
+        grad_norm = float(problem.comm.allreduce((gradient * gradient).sum().reshape(1))[0]) ** 0.5
+        train_error = problem.mean_abs_relative_error(counts, m)
+        self.remember_best(state, train_error)
+        if grad_norm < state["best_grad_norm"]:
+            state["best_grad_norm"], state["stall"] = grad_norm, 0
+        else:
+            state["stall"] += 1
+            if state["stall"] >= opts.stall and state["fixed_size"] < opts.max_samples:
+                state["fixed_size"] = min(2 * state["fixed_size"], opts.max_samples)
+                state["stall"] = 0
+        return {"train_mean_rel": train_error, "grad_norm": grad_norm,
+                "converged": opts.grad_tol > 0 and grad_norm < opts.grad_tol}
