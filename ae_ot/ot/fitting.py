@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-from ae_ot.ot.methods import make_method
+from ae_ot.ot.methods import make_method, resolve_method
 from ae_ot.ot.sources import derive_seed
 from ae_ot.ot.unit_problem import noise_floor
 
@@ -119,6 +119,7 @@ class _Evaluator:
 def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, callback, checkpoint_path,
             checkpoint_every, eval_every, eval_samples, lr, resume, eval_times, exact_eval, options):
     """The loop of :meth:`ae_ot.ot.SemiDiscreteOT.fit` (see there for the parameters)."""
+    method = resolve_method(method, ot.unit)
     solver = make_method(method, ot.unit, ot.seed, dict(options))
     if tol is not None and not tol > 0:
         raise ValueError(f"tol must be positive, got {tol!r}")
@@ -192,7 +193,7 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
             report.restarts = state.get("restarts", 0)
             report.wall_time = solver_time
             rec = {"step": state["step"], "time": solver_time, "samples": state["samples"], **info}
-            stop = "grad_tol" if info.get("converged") else None
+            stop = info.get("stop_reason", "grad_tol") if info.get("converged") else None
             if time_limit is not None and solver_time >= time_limit:
                 stop = stop or "time_limit"
             if state["step"] >= max_steps:
@@ -273,7 +274,7 @@ def _verdict(report: FitReport, tol: float | None, method: str) -> None:
         problems.append(f"the final {kind} mean relative error {error:.4g} is above tol={tol:g}")
     if empty:
         problems.append(f"{empty} cell(s) received no held-out sample (empty cells)")
-    stopped_by_rule = report.stop_reason in ("tol", "grad_tol")
+    stopped_by_rule = report.stop_reason in ("tol", "grad_tol", "precision")
     report.converged = stopped_by_rule and not problems
     if report.converged:
         report.message = f"converged ({report.stop_reason}): final {kind} mean relative error {error:.4g}"

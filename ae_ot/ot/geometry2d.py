@@ -21,7 +21,7 @@ import torch
 
 from ae_ot.ot.sources import as_box
 
-__all__ = ["power_cells_2d", "exact_cell_measures_2d", "polygon_area"]
+__all__ = ["power_cells_2d", "exact_cell_measures_2d", "polygon_area", "PowerDiagram2D", "power_diagram_2d"]
 
 
 def _hull_neighbours(y: np.ndarray, h: np.ndarray) -> list[np.ndarray] | None:
@@ -66,6 +66,99 @@ def _clip(poly: np.ndarray, a: np.ndarray, b: float) -> np.ndarray:
         if (vp >= 0) != (vq >= 0):
             out.append(p + (vp / (vp - vq)) * (q - p))
     return np.array(out) if len(out) >= 3 else np.zeros((0, 2))
+
+
+def _clip_labelled(poly: np.ndarray, labels: np.ndarray, a: np.ndarray, b: float, label: int):
+    """:func:`_clip` that also tracks, for every edge (vertex k -> k + 1), which plane made it."""
+    val = poly @ a + b
+    if (val >= 0).all():
+        return poly, labels
+    if (val < 0).all():
+        return np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+    out, out_labels = [], []
+    k = len(poly)
+    for m in range(k):
+        p, q = poly[m], poly[(m + 1) % k]
+        vp, vq = val[m], val[(m + 1) % k]
+        if vp >= 0:
+            out.append(p)
+            out_labels.append(labels[m])
+            if vq < 0:  # leaving: the edge from the crossing runs along the clipping plane
+                out.append(p + (vp / (vp - vq)) * (q - p))
+                out_labels.append(label)
+        elif vq >= 0:  # entering: the rest of this edge keeps its label
+            out.append(p + (vp / (vp - vq)) * (q - p))
+            out_labels.append(labels[m])
+    if len(out) < 3:
+        return np.zeros((0, 2)), np.zeros(0, dtype=np.int64)
+    return np.array(out), np.array(out_labels, dtype=np.int64)
+
+
+class PowerDiagram2D:
+    """A 2-D power diagram clipped to a box: cell areas and the facets between cells.
+
+    Attributes
+    ----------
+    areas : numpy [N]
+        Cell areas (not normalised by the box area).
+    facet_cells : numpy [F, 2] int
+        The two cells (i < j) of every facet.
+    facet_lengths : numpy [F]
+        Length of every facet.
+
+    vertices : numpy [V, 2]
+        Every cell's vertices (with repeats): the minimum over the box of a convex piecewise
+        linear function of the diagram lies at one of them.
+    """
+
+    def __init__(self, areas, facet_cells, facet_lengths, vertices):
+        self.areas, self.facet_cells, self.facet_lengths = areas, facet_cells, facet_lengths
+        self.vertices = vertices
+
+
+def power_diagram_2d(targets: torch.Tensor, heights: torch.Tensor, low=0.0, high=1.0) -> PowerDiagram2D:
+    """Cell areas and facets (with their lengths) of a 2-D power diagram clipped to the box.
+
+    The facet lengths give the exact Hessian of the dual energy, d mu(W_i) / d h_j =
+    -|F_ij| / (|y_i - y_j| vol(B)) for i != j (the rows sum to 0), which the exact 2-D Newton
+    method (:mod:`ae_ot.ot.methods.exact2d`) solves with.
+    """
+    y = targets.detach().double().cpu().numpy()
+    h = heights.detach().double().cpu().numpy()
+    lo, hi = (t.double().cpu().numpy() for t in as_box(low, high, 2, dtype=torch.float64))
+    centre = (lo + hi) / 2
+    h = h + y @ centre
+    box = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]]) - centre
+    box_labels = np.array([-1, -2, -3, -4], dtype=np.int64)
+    neighbours = _hull_neighbours(y, h)
+    n = len(y)
+    areas = np.zeros(n)
+    facets: dict[tuple[int, int], float] = {}
+    vertices = [box + centre]
+    for i in range(n):
+        if neighbours is not None and neighbours[i] is None:
+            continue
+        others = neighbours[i] if neighbours is not None else np.delete(np.arange(n), i)
+        normals, offsets = y[i] - y[others], h[i] - h[others]
+        poly, labels = box, box_labels
+        for j in np.argsort((box @ normals.T + offsets).min(0)):
+            poly, labels = _clip_labelled(poly, labels, normals[j], offsets[j], int(others[j]))
+            if len(poly) == 0:
+                break
+        if len(poly) == 0:
+            continue
+        areas[i] = polygon_area(poly)
+        vertices.append(poly + centre)
+        edge_lengths = np.linalg.norm(np.roll(poly, -1, axis=0) - poly, axis=1)
+        for label, length in zip(labels, edge_lengths):
+            if label > i:  # each facet once, from its lower-index cell
+                facets[(i, int(label))] = facets.get((i, int(label)), 0.0) + float(length)
+    if facets:
+        cells = np.array(list(facets.keys()), dtype=np.int64)
+        lengths = np.array(list(facets.values()))
+    else:
+        cells, lengths = np.zeros((0, 2), dtype=np.int64), np.zeros(0)
+    return PowerDiagram2D(areas, cells, lengths, np.concatenate(vertices))
 
 
 def power_cells_2d(targets: torch.Tensor, heights: torch.Tensor, low=0.0, high=1.0) -> list[np.ndarray]:

@@ -403,7 +403,7 @@ class SemiDiscreteOT:
 
         return make_method(method, self.unit, self.seed, {}).default_batch_size()
 
-    def fit(self, method: str = "default", max_steps: int | None = None, tol: float | None = None,
+    def fit(self, method: str = "auto", max_steps: int | None = None, tol: float | None = None,
             time_limit: float | None = None, batch_size: int | None = None, progress: bool = True,
             callback: Callable[[dict], Any] | None = None, checkpoint_path=None, checkpoint_every: int = 100,
             eval_every: int | None = None, eval_samples: int | None = None, lr: float | None = None,
@@ -412,9 +412,11 @@ class SemiDiscreteOT:
 
         Parameters
         ----------
-        method : {"default", "aeot"}
-            :mod:`ae_ot.ot.methods.newton` (stochastic Newton, averaged) or
-            :mod:`ae_ot.ot.methods.pyomt` (the AE-OT reference).
+        method : {"auto", "default", "aeot", "exact2d"}
+            ``"default"``: :mod:`ae_ot.ot.methods.newton` (stochastic Newton, averaged, any d);
+            ``"aeot"``: :mod:`ae_ot.ot.methods.pyomt` (the AE-OT reference); ``"exact2d"``:
+            :mod:`ae_ot.ot.methods.exact2d` (damped Newton with exact geometry, 2-D only);
+            ``"auto"``: ``"exact2d"`` for 2-D problems in one process, else ``"default"``.
         max_steps : int, optional
             Step budget (default 2,000 for ``default``, 20,000 for ``aeot``).
         tol : float, optional

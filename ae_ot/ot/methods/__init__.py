@@ -2,23 +2,39 @@
 (:class:`~ae_ot.ot.methods.base.SolverMethod`):
 
 * ``"default"``: :mod:`ae_ot.ot.methods.newton` (stochastic diagonal / sparse Newton, averaged);
-* ``"aeot"``: :mod:`ae_ot.ot.methods.pyomt` (the AE-OT reference, Adam on a fixed sample set).
+* ``"aeot"``: :mod:`ae_ot.ot.methods.pyomt` (the AE-OT reference, Adam on a fixed sample set);
+* ``"exact2d"``: :mod:`ae_ot.ot.methods.exact2d` (damped Newton with exact 2-D geometry);
+* ``"auto"`` (what ``fit`` uses by default): ``"exact2d"`` for 2-D problems in one process with
+  at most ``EXACT2D_MAX_TARGETS`` targets, else ``"default"``.
 """
 
 from ae_ot.ot.methods.base import SolverMethod, parse_options
+from ae_ot.ot.methods.exact2d import Exact2DMethod, Exact2DOptions
 from ae_ot.ot.methods.newton import NewtonMethod, NewtonOptions
 from ae_ot.ot.methods.pyomt import PyOMTMethod, PyOMTOptions
 
 #: method name -> class
-METHODS = {NewtonMethod.name: NewtonMethod, PyOMTMethod.name: PyOMTMethod}
+METHODS = {NewtonMethod.name: NewtonMethod, PyOMTMethod.name: PyOMTMethod, Exact2DMethod.name: Exact2DMethod}
+#: "auto" uses the exact 2-D method up to this many targets (its diagram costs O(N) Python clips)
+EXACT2D_MAX_TARGETS = 20000
 
-__all__ = ["METHODS", "make_method", "SolverMethod", "NewtonMethod", "NewtonOptions", "PyOMTMethod",
+__all__ = ["METHODS", "make_method", "resolve_method", "Exact2DMethod", "Exact2DOptions", "SolverMethod", "NewtonMethod", "NewtonOptions", "PyOMTMethod",
            "PyOMTOptions"]
+
+
+def resolve_method(name: str, problem) -> str:
+    """``"auto"`` -> the method it stands for on ``problem``; other names unchanged."""
+    if name == "auto":
+        small_2d = problem.dim == 2 and not problem.comm.enabled and problem.num_targets <= EXACT2D_MAX_TARGETS
+        return Exact2DMethod.name if small_2d else NewtonMethod.name
+    return name
 
 
 def make_method(name: str, problem, seed: int, options: dict) -> SolverMethod:
     """The method called ``name`` on ``problem``, its options parsed (unknown names are an error)."""
+    name = resolve_method(name, problem)
     if name not in METHODS:
-        raise ValueError(f"method must be one of {sorted(METHODS)}, got {name!r}")
+        raise ValueError(f"method must be one of {sorted(METHODS) + ['auto']}, "
+                         f"got {name!r}")
     cls = METHODS[name]
     return cls(problem, parse_options(cls.Options, name, options), seed=seed)
