@@ -24,6 +24,7 @@ EXTRA_COMMANDS = {
     "evaluate": "ae_ot.commands.evaluate:main",
     "compare": "ae_ot.commands.compare:main",
     "train-classifier": "ae_ot.commands.train_classifier:main",
+    "latent-compare": "ae_ot.commands.latent_compare:main",
 }
 
 _USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, TypeError, KeyError)

@@ -472,3 +472,88 @@ class StackedMNISTDataModule(_ImageDataModule):
         self.val_set = StackedTensorDataset(tr_images, tr_labels, val_triples)
         self.test_set = StackedTensorDataset(splits.test_images, splits.test_labels, test_triples)
         self.source = f"Stacked MNIST from {splits.source}"
+
+
+# --------------------------------------------------------------------------------------------
+# 2-D toy data (appended for the example gallery; the code above is unchanged)
+# --------------------------------------------------------------------------------------------
+__all__ += ["gaussians_on_circle", "Points2DDataModule"]
+
+
+def gaussians_on_circle(num_points: int = 8000, num_modes: int = 8, radius: float = 0.65, std: float = 0.04,
+                        seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``num_points`` seeded points of an equal mixture of ``num_modes`` isotropic Gaussians (standard
+    deviation ``std``) centred on a circle of ``radius`` around the origin.
+
+    Returns ``(points [n, 2] float32, labels [n] int64 mode index, centres [num_modes, 2])``. The
+    defaults keep the points inside [-1, 1]^2 (as ``ae-ot toy2d``'s 8 Gaussians).
+    """
+    for name, value in (("num_points", num_points), ("num_modes", num_modes)):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    for name, value in (("radius", radius), ("std", std)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
+            raise ValueError(f"{name} must be a positive number, got {value!r}")
+    g = torch.Generator().manual_seed(seed)
+    angles = torch.arange(num_modes, dtype=torch.float64) * (2 * np.pi / num_modes)
+    centres = (radius * torch.stack([angles.cos(), angles.sin()], 1)).float()
+    labels = torch.randint(0, num_modes, (num_points,), generator=g)
+    points = centres[labels] + std * torch.randn(num_points, 2, generator=g)
+    return points, labels, centres
+
+
+class Points2DDataModule(pl.LightningDataModule):
+    """8 Gaussians on a circle, 8,000 points in R^2: the standard 2-D mode-collapse toy set.
+
+    Batches are ``(points [B, 2], labels [B])`` (label = mode index). Train the baselines on it with
+    their MLP networks, e.g. ``ae-ot fit --model WGANGP --model.net=mlp --model.latent_dim=2
+    --data Points2DDataModule``.
+
+    Parameters
+    ----------
+    num_points : int, default 8000
+    num_modes : int, default 8
+    radius : float, default 0.65
+        Radius of the circle of mode centres.
+    std : float, default 0.04
+        Standard deviation of each mode.
+    batch_size : int, default 256
+    seed : int, default 0
+        Seeds the points and the shuffling order.
+    num_workers : int, default 0
+    drop_last : bool, default True
+        Drop the last incomplete batch (adversarial and minibatch-OT losses prefer equal batches).
+
+    Attributes (after :meth:`setup`)
+    ------------------------------
+    points, labels, centres : tensors as returned by :func:`gaussians_on_circle`
+    """
+
+    def __init__(self, num_points: int = 8000, num_modes: int = 8, radius: float = 0.65, std: float = 0.04,
+                 batch_size: int = 256, seed: int = 0, num_workers: int = 0, drop_last: bool = True):
+        super().__init__()
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        gaussians_on_circle(1, num_modes, radius, std, seed)  # validates the arguments now
+        if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points <= 0:
+            raise ValueError(f"num_points must be a positive integer, got {num_points!r}")
+        if drop_last and batch_size > num_points:
+            raise ValueError(f"batch_size ({batch_size}) exceeds num_points ({num_points}) with drop_last=True: "
+                             "no batch would be left; lower batch_size")
+        self.save_hyperparameters()
+        self.num_points, self.num_modes, self.radius, self.std = num_points, num_modes, radius, std
+        self.batch_size, self.seed, self.num_workers, self.drop_last = batch_size, seed, num_workers, drop_last
+        self.points = self.labels = self.centres = self.train_set = None
+        self.source = f"{num_modes} Gaussians on a circle (radius {radius}, std {std})"
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.train_set is not None:
+            return
+        self.points, self.labels, self.centres = gaussians_on_circle(
+            self.num_points, self.num_modes, self.radius, self.std, self.seed)
+        self.train_set = TensorBatchDataset(self.points, self.labels)
+
+    def train_dataloader(self) -> DataLoader:
+        return _batch_loader(self.train_set, self.batch_size, True, self.seed, self.num_workers, self.drop_last)

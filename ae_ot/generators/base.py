@@ -51,7 +51,8 @@ class GenerativeModel(pl.LightningModule):
 
     @torch.no_grad()
     def sample(self, n: int, seed: int | None = 0, batch_size: int = 1000) -> torch.Tensor:
-        """``n`` generated images [n, C, 28, 28], float32 in [0, 1], on the CPU.
+        """``n`` generated images [n, C, 28, 28], float32 in [0, 1], on the CPU (vector data, such
+        as the points of an MLP generator, comes back [n, D] and unclamped).
 
         The same ``seed`` gives the same images (noise is drawn on the CPU, then moved).
         """
@@ -66,7 +67,8 @@ class GenerativeModel(pl.LightningModule):
                 chunks.append(self.generate(min(batch_size, n - start), generator).float().cpu())
         finally:
             self.train(was_training)
-        return torch.cat(chunks).clamp(0, 1)
+        out = torch.cat(chunks)
+        return out.clamp(0, 1) if out.dim() == 4 else out
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         # Every checkpoint names the generator that wrote it, so `ae-ot sample/evaluate` can
@@ -75,9 +77,13 @@ class GenerativeModel(pl.LightningModule):
 
     # ---- shared logging ----------------------------------------------------------------------
     def run_dir(self) -> Path | None:
-        """The run's folder (``lightning_logs/version_k``) when a trainer with a logger is attached."""
+        """The run's folder (``lightning_logs/version_k``) when a trainer with a logger is attached.
+
+        None without a logger: Lightning's ``log_dir`` would then fall back to the current
+        directory, and grids would land wherever the user (or a test) happens to be.
+        """
         trainer = getattr(self, "_trainer", None)
-        if trainer is None:
+        if trainer is None or trainer.logger is None:
             return None
         log_dir = trainer.log_dir
         return Path(log_dir) if log_dir else None
@@ -97,7 +103,9 @@ class GenerativeModel(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         every = self.grid_every_n_epochs
         if every and (self.current_epoch + 1) % every == 0 and not self.trainer.sanity_checking:
-            self.log_image_grid(self.sample(self.grid_size, seed=0), "samples")
+            samples = self.sample(self.grid_size, seed=0)
+            if samples.dim() == 4:  # image grids only; vector data (MLP nets) has no grid
+                self.log_image_grid(samples, "samples")
 
 
 class NoiseGenerativeModel(GenerativeModel):

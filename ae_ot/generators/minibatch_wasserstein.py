@@ -4,12 +4,13 @@ minibatch Wasserstein"): the incomplete U-statistic over k pairs of size-m minib
 from __future__ import annotations
 
 import warnings
+from typing import Literal
 
 import torch
 
 from ae_ot.generators.base import NoiseGenerativeModel
 from ae_ot.generators.wgan import require_positive
-from ae_ot.nets import Generator
+from ae_ot.nets import make_generator
 from ae_ot.ot.minibatch import debiased_minibatch_wasserstein, minibatch_wasserstein
 
 __all__ = ["MinibatchWassersteinGenerator"]
@@ -36,16 +37,22 @@ class MinibatchWassersteinGenerator(NoiseGenerativeModel):
         Minimise h(x, y) - h(x, x)/2 - h(y, y)/2 instead (three times the assignments).
     channels : int, default 1
         Image channels (3 for Stacked MNIST).
+    net : {"conv", "mlp"}, default "conv"
+        "conv": the MNIST image generator; "mlp": :class:`~ae_ot.nets.MLPGenerator` for vector data
+        (e.g. ``Points2DDataModule``) with ``width`` hidden units.
+    data_dim : int, default 2
+        Dimension of the vector data (``net="mlp"`` only).
     """
 
     def __init__(self, latent_dim: int = 128, width: int = 32, lr: float = 1e-3, m: int = 64, k: int = 1,
-                 debiased: bool = False, grid_every_n_epochs: int = 1, grid_size: int = 64, channels: int = 1):
+                 debiased: bool = False, grid_every_n_epochs: int = 1, grid_size: int = 64, channels: int = 1,
+                 net: Literal["conv", "mlp"] = "conv", data_dim: int = 2):
         super().__init__(latent_dim, grid_every_n_epochs, grid_size)
-        require_positive(int, width=width, m=m, k=k, channels=channels)
+        require_positive(int, width=width, m=m, k=k, channels=channels, data_dim=data_dim)
         require_positive(float, lr=lr)
         self.save_hyperparameters()
         self.lr, self.m, self.k, self.debiased = lr, m, k, bool(debiased)
-        self.generator = Generator(latent_dim, width, out_channels=channels)
+        self.generator = make_generator(net, latent_dim, width, channels, data_dim=data_dim)
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
         self._warned_small_batch = False
 

@@ -10,7 +10,7 @@ import torch
 
 from ae_ot.generators.base import NoiseGenerativeModel
 from ae_ot.generators.wgan import require_positive
-from ae_ot.nets import Generator
+from ae_ot.nets import make_generator
 from ae_ot.ot.minibatch import sinkhorn_divergence
 
 __all__ = ["SinkhornGenerator", "load_frozen_encoder"]
@@ -63,14 +63,20 @@ class SinkhornGenerator(NoiseGenerativeModel):
         Autoencoder checkpoint whose frozen encoder defines the code space (needed for "codes").
     channels : int, default 1
         Image channels (3 for Stacked MNIST).
+    net : {"conv", "mlp"}, default "conv"
+        "conv": the MNIST image generator; "mlp": :class:`~ae_ot.nets.MLPGenerator` for vector data
+        (e.g. ``Points2DDataModule``) with ``width`` hidden units.
+    data_dim : int, default 2
+        Dimension of the vector data (``net="mlp"`` only).
     """
 
     def __init__(self, latent_dim: int = 128, width: int = 32, lr: float = 1e-3, blur: float = 1.0, p: int = 2,
                  scaling: float = 0.8, backend: Literal["auto", "tensorized", "online", "multiscale"] = "auto",
                  cost_space: Literal["pixels", "codes"] = "pixels", encoder_checkpoint: str | None = None,
-                 grid_every_n_epochs: int = 1, grid_size: int = 64, channels: int = 1):
+                 grid_every_n_epochs: int = 1, grid_size: int = 64, channels: int = 1,
+                 net: Literal["conv", "mlp"] = "conv", data_dim: int = 2):
         super().__init__(latent_dim, grid_every_n_epochs, grid_size)
-        require_positive(int, width=width, p=p, channels=channels)
+        require_positive(int, width=width, p=p, channels=channels, data_dim=data_dim)
         require_positive(float, lr=lr, blur=blur)
         if isinstance(scaling, bool) or not isinstance(scaling, (int, float)) or not 0 < scaling < 1:
             raise ValueError(f"scaling must be in (0, 1), got {scaling!r}")
@@ -84,7 +90,7 @@ class SinkhornGenerator(NoiseGenerativeModel):
         self.save_hyperparameters()
         self.lr, self.blur, self.p, self.scaling = lr, float(blur), p, float(scaling)
         self.backend, self.cost_space = backend, cost_space
-        self.generator = Generator(latent_dim, width, out_channels=channels)
+        self.generator = make_generator(net, latent_dim, width, channels, data_dim=data_dim)
         self.encoder = load_frozen_encoder(encoder_checkpoint) if cost_space == "codes" else None
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
 

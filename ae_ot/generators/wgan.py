@@ -11,11 +11,13 @@ generator), so the modules count their own steps in the buffers ``generator_step
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from torch import nn
 
 from ae_ot.generators.base import NoiseGenerativeModel
-from ae_ot.nets import Critic, Generator
+from ae_ot.nets import make_critic, make_generator
 
 __all__ = ["WGAN", "WGANGP", "gradient_penalty", "require_positive"]
 
@@ -52,16 +54,17 @@ class _WassersteinGAN(NoiseGenerativeModel):
     """Shared machinery of WGAN and WGAN-GP: networks, noise, the critic/generator alternation."""
 
     def __init__(self, latent_dim: int, width: int, critic_width: int | None, n_critic: int,
-                 grid_every_n_epochs: int, grid_size: int, channels: int = 1, batch_norm: bool = False):
+                 grid_every_n_epochs: int, grid_size: int, channels: int = 1, batch_norm: bool = False,
+                 net: str = "conv", data_dim: int = 2):
         super().__init__(latent_dim, grid_every_n_epochs, grid_size)
-        require_positive(int, width=width, n_critic=n_critic, channels=channels)
+        require_positive(int, width=width, n_critic=n_critic, channels=channels, data_dim=data_dim)
         critic_width = width if critic_width is None else critic_width
         require_positive(int, critic_width=critic_width)
         self.automatic_optimization = False
         self.n_critic = n_critic
         # batch norm only ever in the generator: the critic's gradient penalty is per sample
-        self.generator = Generator(latent_dim, width, out_channels=channels, batch_norm=batch_norm)
-        self.critic = Critic(critic_width, in_channels=channels)
+        self.generator = make_generator(net, latent_dim, width, channels, batch_norm, data_dim)
+        self.critic = make_critic(net, critic_width, channels, data_dim)
         self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("critic_steps", torch.zeros((), dtype=torch.long))
 
@@ -139,13 +142,20 @@ class WGAN(_WassersteinGAN):
     batch_norm : bool, default False
         Batch norm in the generator (the WGAN paper's DCGAN generator has it; the WGAN-GP paper's
         MNIST code does not).
+    net : {"conv", "mlp"}, default "conv"
+        "conv": the MNIST image networks; "mlp": :class:`~ae_ot.nets.MLPGenerator` and
+        :class:`~ae_ot.nets.MLPCritic` for vector data (e.g. ``Points2DDataModule``), with
+        ``width`` / ``critic_width`` hidden units.
+    data_dim : int, default 2
+        Dimension of the vector data (``net="mlp"`` only).
     """
 
     def __init__(self, latent_dim: int = 128, width: int = 32, critic_width: int | None = None,
                  lr: float = 5e-5, clip_value: float = 0.01, n_critic: int = 5, diagnostic_every: int = 50,
-                 grid_every_n_epochs: int = 1, grid_size: int = 64, channels: int = 1, batch_norm: bool = False):
+                 grid_every_n_epochs: int = 1, grid_size: int = 64, channels: int = 1, batch_norm: bool = False,
+                 net: Literal["conv", "mlp"] = "conv", data_dim: int = 2):
         super().__init__(latent_dim, width, critic_width, n_critic, grid_every_n_epochs, grid_size, channels,
-                         batch_norm)
+                         batch_norm, net, data_dim)
         require_positive(float, lr=lr, clip_value=clip_value)
         if isinstance(diagnostic_every, bool) or not isinstance(diagnostic_every, int) or diagnostic_every < 0:
             raise ValueError(f"diagnostic_every must be an integer >= 0 (0 disables), got {diagnostic_every!r}")
@@ -188,14 +198,18 @@ class WGANGP(_WassersteinGAN):
         Image channels (3 for Stacked MNIST).
     batch_norm : bool, default False
         Batch norm in the generator (never in the critic).
+    net : {"conv", "mlp"}, default "conv"
+        Image networks or MLPs for vector data (see :class:`WGAN`).
+    data_dim : int, default 2
+        Dimension of the vector data (``net="mlp"`` only).
     """
 
     def __init__(self, latent_dim: int = 128, width: int = 32, critic_width: int | None = None,
                  lr: float = 1e-4, beta1: float = 0.5, beta2: float = 0.9, gp_weight: float = 10.0,
                  n_critic: int = 5, grid_every_n_epochs: int = 1, grid_size: int = 64, channels: int = 1,
-                 batch_norm: bool = False):
+                 batch_norm: bool = False, net: Literal["conv", "mlp"] = "conv", data_dim: int = 2):
         super().__init__(latent_dim, width, critic_width, n_critic, grid_every_n_epochs, grid_size, channels,
-                         batch_norm)
+                         batch_norm, net, data_dim)
         require_positive(float, lr=lr, gp_weight=gp_weight)
         for name, beta in (("beta1", beta1), ("beta2", beta2)):
             if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < 1:

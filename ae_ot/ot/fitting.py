@@ -176,6 +176,9 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
         started = time.perf_counter()
         result = evaluate(state, kind)
         eval_time += time.perf_counter() - started
+        if ot.comm.enabled:  # the adaptive schedule reads it: the same value on every rank
+            eval_time = float(ot.comm.allreduce(torch.tensor([eval_time], dtype=torch.float64,
+                                                             device=ot.comm.device()), "max")[0])
         report.eval_time = eval_time
         report.history.append({"step": state["step"], "time": solver_time, "wall": solver_time + eval_time,
                                "samples": state["samples"], **result})
@@ -189,6 +192,11 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
             state["step"] += 1
             _guard_finite(solver, state, info)
             solver_time += time.perf_counter() - started
+            if ot.comm.enabled:
+                # Every rank must stop and evaluate at the same step, or their collectives no
+                # longer pair up: all ranks read the slowest rank's clock.
+                solver_time = float(ot.comm.allreduce(torch.tensor([solver_time], dtype=torch.float64,
+                                                                   device=ot.comm.device()), "max")[0])
             report.steps, report.samples = state["step"], state["samples"]
             report.restarts = state.get("restarts", 0)
             report.wall_time = solver_time

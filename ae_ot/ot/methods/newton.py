@@ -209,12 +209,15 @@ class NewtonMethod(SolverMethod):
         state["mass_ema"].mul_(b).add_(counts / m, alpha=1 - b)
         state["gap_ema"].mul_(b).add_(gap_sums / m, alpha=1 - b)
         mass_ema, gap_ema = state["mass_ema"], state["gap_ema"]
-        seen = mass_ema > 0
-        mean_gap = torch.where(seen, gap_ema / mass_ema.clamp_min(1e-300), torch.zeros_like(gap_ema))
-        if not bool(seen.all()):  # cells never seen yet: borrow the median typical gap so they still grow
-            fill = mean_gap[seen].median() if bool(seen.any()) else torch.ones((), dtype=gap_ema.dtype,
-                                                                               device=gap_ema.device)
-            mean_gap = torch.where(seen, mean_gap, fill)
+        mean_gap = torch.where(mass_ema > 0, gap_ema / mass_ema.clamp_min(1e-300), torch.zeros_like(gap_ema))
+        # Cells never seen yet, or seen only at exact float ties (gap 0: with N = 8,000 in 2-D a few
+        # samples per batch tie in float32, and a zero gap made the Hessian estimate infinite):
+        # borrow the median typical gap so they still move.
+        valid = mean_gap > 0
+        if not bool(valid.all()):
+            fill = mean_gap[valid].median() if bool(valid.any()) else torch.ones((), dtype=gap_ema.dtype,
+                                                                                 device=gap_ema.device)
+            mean_gap = torch.where(valid, mean_gap, fill)
         nu = problem.weights
         train_error = problem.mean_abs_relative_error(counts, m)
         # Blow-up guard: if the iterate's batch error jumps well above the best seen so far (or is
