@@ -49,27 +49,9 @@ def _hull_neighbours(y: np.ndarray, h: np.ndarray) -> list[np.ndarray] | None:
     return [np.asarray(nb, dtype=np.int64) if on_hull[i] else None for i, nb in enumerate(neighbours)]
 
 
-def _clip(poly: np.ndarray, a: np.ndarray, b: float) -> np.ndarray:
-    """The part of a convex polygon [k, 2] where a.x + b >= 0 (Sutherland-Hodgman, one plane)."""
-    val = poly @ a + b
-    if (val >= 0).all():
-        return poly
-    if (val < 0).all():
-        return np.zeros((0, 2))
-    out = []
-    k = len(poly)
-    for m in range(k):
-        p, q = poly[m], poly[(m + 1) % k]
-        vp, vq = val[m], val[(m + 1) % k]
-        if vp >= 0:
-            out.append(p)
-        if (vp >= 0) != (vq >= 0):
-            out.append(p + (vp / (vp - vq)) * (q - p))
-    return np.array(out) if len(out) >= 3 else np.zeros((0, 2))
-
-
 def _clip_labelled(poly: np.ndarray, labels: np.ndarray, a: np.ndarray, b: float, label: int):
-    """:func:`_clip` that also tracks, for every edge (vertex k -> k + 1), which plane made it."""
+    """The part of a convex polygon [k, 2] where a.x + b >= 0 (Sutherland-Hodgman, one plane), and
+    for every edge (vertex k -> k + 1) the label of the plane that made it (``label`` for the new one)."""
     val = poly @ a + b
     if (val >= 0).all():
         return poly, labels
@@ -197,7 +179,7 @@ def power_cells_2d(targets: torch.Tensor, heights: torch.Tensor, low=0.0, high=1
         poly = box
         # Clip by the most restrictive planes first so the polygon shrinks fast.
         for j in np.argsort((box @ normals.T + offsets).min(0)):
-            poly = _clip(poly, normals[j], offsets[j])
+            poly, _ = _clip_labelled(poly, np.zeros(len(poly), dtype=np.int64), normals[j], offsets[j], 0)
             if len(poly) == 0:
                 break
         cells.append(poly + centre if len(poly) else poly)
