@@ -44,7 +44,8 @@ final = (report.get("history") or [{}])[-1]
 lines = ["# AE-OT demo summary", "", f"checkpoint: `{ckpt}`", ""]
 lines.append(f"- OT solve: {report.get('steps')} steps, {report.get('samples')} samples, "
              f"{report.get('wall_time', float('nan')):.1f} s; held-out mean relative cell error "
-             f"{100 * final.get('mean_rel', float('nan')):.2f}% (noise floor {100 * final.get('noise_floor', float('nan')):.2f}%)")
+             f"{100 * final.get('mean_rel_corrected', float('nan')):.2f}% noise-corrected (raw "
+             f"{100 * final.get('mean_rel', float('nan')):.2f}%, Monte Carlo floor {100 * final.get('noise_floor', float('nan')):.2f}%)")
 umap = json.load(open(f"{out}/umap.json"))
 lines.append(f"- gap score: naive {100 * umap['gap_score_naive']:.2f}%, AE-OT {100 * umap['gap_score_ot']:.2f}%")
 try:
