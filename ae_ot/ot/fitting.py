@@ -23,7 +23,7 @@ from pathlib import Path
 
 import torch
 
-from ae_ot.ot.methods import make_method, resolve_method
+from ae_ot.ot.methods import EXACT2D_MAX_TARGETS, make_method, resolve_method
 from ae_ot.ot.sources import derive_seed
 from ae_ot.ot.unit_problem import noise_floor
 
@@ -35,8 +35,6 @@ EVAL_STREAM = 2
 EVAL_FRACTION = 0.25
 #: blow-ups recovered from before a fit gives up
 MAX_RESTARTS = 10
-#: exact 2-D areas cost O(N) polygon clips in Python: above this N sampling is cheaper
-EXACT_EVAL_MAX_TARGETS = 20000
 
 
 class ConvergenceWarning(UserWarning):
@@ -89,7 +87,7 @@ class FitReport:
         return self.wall_time + self.eval_time
 
 
-def _samples_for_floor(weights: torch.Tensor, floor: float, num_targets: int) -> int:
+def _samples_for_floor(floor: float, num_targets: int) -> int:
     """Samples M whose noise floor is about ``floor``: floor ~ 0.8 sqrt(N / M) for uniform weights."""
     m = num_targets * (math.sqrt(2 / math.pi) / floor) ** 2
     return int(min(1 << 24, max(1 << 18, m)))
@@ -132,12 +130,12 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     n = ot.num_targets
-    exact = ot.exact_measures_available() and n <= EXACT_EVAL_MAX_TARGETS if exact_eval is None else bool(exact_eval)
+    exact = ot.exact_measures_available() and n <= EXACT2D_MAX_TARGETS if exact_eval is None else bool(exact_eval)
     if exact and not ot.exact_measures_available():
         raise ValueError(f"exact_eval=True needs a 2-D problem in one process; this one has d = {ot.dim}")
     adaptive = tol is not None and eval_every is None
     if eval_samples is None:
-        eval_samples = _samples_for_floor(ot.unit.weights, tol / 2, n) if tol else 1 << 20
+        eval_samples = _samples_for_floor(tol / 2, n) if tol else 1 << 20
         eval_samples = max(eval_samples, 1 << 20)
     # Screening levels: floors ~2 tol and ~tol. Their noise-corrected estimates run low by up to
     # ~15% when the error is near the floor, hence the pass margins 1.5 and 1.3 (measured on a
@@ -146,7 +144,7 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     screen_levels = []
     if adaptive and not exact:
         for floor_factor, margin in ((2.0, 1.5), (1.0, 1.3)):
-            samples = _samples_for_floor(ot.unit.weights, floor_factor * tol, n)
+            samples = _samples_for_floor(floor_factor * tol, n)
             if samples < eval_samples / 2 and all(samples > s for s, _ in screen_levels):
                 screen_levels.append((samples, margin))
     if tol is not None and not exact and noise_floor(ot.unit.weights, eval_samples) > tol:

@@ -18,7 +18,7 @@ METHODS = {NewtonMethod.name: NewtonMethod, PyOMTMethod.name: PyOMTMethod, Exact
 #: "auto" uses the exact 2-D method up to this many targets (its diagram costs O(N) Python clips)
 EXACT2D_MAX_TARGETS = 20000
 
-__all__ = ["METHODS", "make_method", "resolve_method", "Exact2DMethod", "Exact2DOptions", "SolverMethod", "NewtonMethod", "NewtonOptions", "PyOMTMethod",
+__all__ = ["METHODS", "EXACT2D_MAX_TARGETS", "make_method", "resolve_method", "Exact2DMethod", "Exact2DOptions", "SolverMethod", "NewtonMethod", "NewtonOptions", "PyOMTMethod",
            "PyOMTOptions"]
 
 
