@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from ae_ot.ot import SemiDiscreteOT, noise_floor, normalize_to_box
-from ae_ot.ot import FitReport, exact_cell_measures_2d
+from ae_ot.ot import FitReport, SemiDiscreteOT, exact_cell_measures_2d, noise_floor, normalize_to_box
 
 
 def _gmm(n, d, k, seed):

@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from ae_ot.evaluation import extract_features
 from ae_ot.data import StackedMNISTDataModule, load_stacked_mnist, stack_digits, stacked_mnist_indices
-from test_evaluation import quick_classifier, real_classifier  # noqa: F401  (shared session fixtures)
+from ae_ot.evaluation import extract_features
 
 
 def test_stack_digits_labels_match_the_channels(mnist):
@@ -67,7 +66,7 @@ def test_autoencoder_trains_on_stacked_mnist(tmp_path, mnist):
 
     from ae_ot.generators import Autoencoder
 
-    model = Autoencoder(in_channels=3, grid_every_n_epochs=0)
+    model = Autoencoder(channels=3, grid_every_n_epochs=0)
     dm = StackedMNISTDataModule(subset=256, batch_size=64)
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
@@ -116,8 +115,8 @@ def test_collapsed_stacked_generator_loses_modes(quick_classifier, mnist):
 
 
 def test_evaluate_samples_on_stacked(quick_classifier):
-    from ae_ot.evaluation import evaluate_samples, get_reference
     from ae_ot.data import load_mnist
+    from ae_ot.evaluation import evaluate_samples, get_reference
 
     reference = get_reference(channels=3, classifier=quick_classifier, splits=load_mnist())
     real, _ = load_stacked_mnist(1000, split="test", seed=0)
@@ -150,8 +149,8 @@ def test_every_model_runs_on_stacked_mnist_by_config(tmp_path, mnist, config):
     # StackedMNISTDataModule; a short fit through the CLI, then 3-channel samples from the checkpoint.
     from pathlib import Path
 
+    from ae_ot.checkpoint import load_generator
     from ae_ot.cli import main
-    from ae_ot.evaluation.loading import load_generator
 
     extra, cls_name = STACKED_CONFIGS[config]
     repo = Path(__file__).resolve().parents[1]

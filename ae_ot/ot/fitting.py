@@ -23,6 +23,7 @@ from pathlib import Path
 
 import torch
 
+from ae_ot.checks import UserInputError
 from ae_ot.ot.methods import EXACT2D_MAX_TARGETS, make_method, resolve_method
 from ae_ot.ot.sources import derive_seed
 from ae_ot.ot.unit_problem import noise_floor
@@ -120,19 +121,19 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     method = resolve_method(method, ot.unit)
     solver = make_method(method, ot.unit, ot.seed, dict(options))
     if tol is not None and not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol!r}")
+        raise UserInputError(f"tol must be positive, got {tol!r}")
     if time_limit is not None and not time_limit > 0:
-        raise ValueError(f"time_limit must be positive seconds, got {time_limit!r}")
+        raise UserInputError(f"time_limit must be positive seconds, got {time_limit!r}")
     max_steps = solver.default_max_steps if max_steps is None else int(max_steps)
     if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        raise UserInputError(f"max_steps must be >= 1, got {max_steps}")
     batch_size = int(batch_size or solver.default_batch_size())
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UserInputError(f"batch_size must be >= 1, got {batch_size}")
     n = ot.num_targets
     exact = ot.exact_measures_available() and n <= EXACT2D_MAX_TARGETS if exact_eval is None else bool(exact_eval)
     if exact and not ot.exact_measures_available():
-        raise ValueError(f"exact_eval=True needs a 2-D problem in one process; this one has d = {ot.dim}")
+        raise UserInputError(f"exact_eval=True needs a 2-D problem in one process; this one has d = {ot.dim}")
     adaptive = tol is not None and eval_every is None
     if eval_samples is None:
         eval_samples = _samples_for_floor(tol / 2, n) if tol else 1 << 20
@@ -168,7 +169,7 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     if lr is None:
         lr = solver.default_lr()
     if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
+        raise UserInputError(f"lr must be positive, got {lr!r}")
 
     bar = _progress_bar(ot, method, report, state, max_steps, time_limit) if progress else None
     solver_time, eval_time = report.wall_time, report.eval_time  # continue the clocks of a resumed run

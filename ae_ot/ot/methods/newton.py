@@ -39,6 +39,7 @@ from typing import Literal
 
 import torch
 
+from ae_ot.checks import UserInputError
 from ae_ot.ot.methods.base import SolverMethod
 from ae_ot.ot.sources import derive_seed
 
@@ -104,21 +105,21 @@ class NewtonOptions:
         elif self.warm_start is False:
             self.warm_start = "zeros"
         if self.warm_start not in ("voronoi", "zeros", "current"):
-            raise ValueError(f"warm_start must be 'voronoi', 'zeros' or 'current', got {self.warm_start!r}")
+            raise UserInputError(f"warm_start must be 'voronoi', 'zeros' or 'current', got {self.warm_start!r}")
         if self.hessian not in ("auto", "diag", "sparse"):
-            raise ValueError(f"hessian must be 'auto', 'diag' or 'sparse', got {self.hessian!r}")
+            raise UserInputError(f"hessian must be 'auto', 'diag' or 'sparse', got {self.hessian!r}")
         for name in ("eta", "ridge", "deg_floor", "rescue_frac"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+                raise UserInputError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.beta < 1:
-            raise ValueError(f"beta must be in [0, 1), got {self.beta!r}")
+            raise UserInputError(f"beta must be in [0, 1), got {self.beta!r}")
         if not 0 < self.pair_quantile < 1:
-            raise ValueError(f"pair_quantile must be in (0, 1), got {self.pair_quantile!r}")
+            raise UserInputError(f"pair_quantile must be in (0, 1), got {self.pair_quantile!r}")
         for name in ("cg_iters", "batch_double"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+                raise UserInputError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
         if self.batch_start is not None and self.batch_start < 0:
-            raise ValueError(f"batch_start must be >= 0 or None, got {self.batch_start!r}")
+            raise UserInputError(f"batch_start must be >= 0 or None, got {self.batch_start!r}")
 
 
 class NewtonMethod(SolverMethod):
