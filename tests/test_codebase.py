@@ -185,3 +185,35 @@ def test_save_figure_writes_a_small_palette_png(tmp_path):
         assert image.mode == "P" and image.size == Image.open(tmp_path / "plain.png").size
     assert path.stat().st_size < (tmp_path / "plain.png").stat().st_size / 2
     assert not list(tmp_path.glob(".*tmp*"))  # written atomically, nothing left behind
+
+
+def test_parser_errors_come_down_to_one_line():
+    """jsonargparse's Union error trees (as printed by jsonargparse 4.x) reduce to the key path and
+    what was wrong; a bad class name lists the zoo."""
+    from ae_ot.cli import concise_parser_message
+
+    bad_int = """Parser key "model":
+  Does not validate against any of the Union subtypes
+  Subtypes: [<class 'ae_ot.generators.base.GenerativeModel'>, <class 'NoneType'>]
+  Errors:
+    - Problem with given class_path 'ae_ot.generators.Autoencoder':
+        Parser key "latent_dim":
+          Expected a <class 'int'>. Got value: abc
+    - Expected a <class 'NoneType'>
+  Given value type: <class 'jsonargparse._util.NestedArg'>
+  Given value: NestedArg(key='latent_dim', val='abc')"""
+    assert concise_parser_message(bad_int) == "model.latent_dim: Expected a <class 'int'>. Got value: abc"
+    bad_class = """Parser key "model":
+
+  - Expected a path but NoSuchGen either not accessible or invalid
+  - Does not validate against any of the Union subtypes
+  Subtypes: [<class 'ae_ot.generators.base.GenerativeModel'>, <class 'NoneType'>]
+  Errors:
+    - Expected a dot import path string: NoSuchGen
+    - Expected a <class 'NoneType'>
+  Given value type: <class 'str'>
+  Given value: NoSuchGen"""
+    line = concise_parser_message(bad_class)
+    assert line.startswith("model: 'NoSuchGen' is not a class of the zoo") and "WGANGP" in line and "AEOT" in line
+    assert concise_parser_message("unrecognized arguments: --trainer.max_epochz=1") == \
+        "unrecognized arguments: --trainer.max_epochz=1"
