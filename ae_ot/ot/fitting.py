@@ -10,7 +10,9 @@ much as M / batch_size solver steps, and a precise one (noise floor tol / 2) can
 the whole solve. So the driver keeps the evaluations under ``EVAL_FRACTION`` of the solver time,
 and screens first: cheap evaluations (noise floors ~ 2 tol, then ~ tol; each costs a quarter of the
 next) decide whether the precise one is worth running, so an iterate far from tol costs a small
-evaluation only. The stop is always decided by the precise evaluation (or by exact areas in 2-D).
+evaluation only. The stages draw one growing stream of samples, so the precise evaluation reuses
+the screens' samples. The stop is always decided by the precise evaluation (or by exact areas in
+2-D).
 """
 
 from __future__ import annotations
@@ -114,6 +116,36 @@ class _Evaluator:
         result["kind"] = "exact" if self.exact else kind
         return result
 
+    def staged(self, state: dict) -> "_StagedEvaluation":
+        """A held-out evaluation of this iterate that can grow: the screens' samples count again in
+        the precise evaluation (Monte Carlo only)."""
+        return _StagedEvaluation(self, state)
+
+
+class _StagedEvaluation:
+    """One stream of fresh held-out samples at one iterate, grown in stages.
+
+    Cell counts of the stages add up, so screening at M_1 < M_2 < ... samples costs M_last samples
+    in all, not M_1 + M_2 + ...: the precise evaluation reuses the screens' samples (with the
+    screens at floors 2 tol and tol and the precise one at tol / 2, a quarter of its samples).
+    """
+
+    def __init__(self, evaluator: _Evaluator, state: dict):
+        self.unit = evaluator.ot.unit
+        self.heights = evaluator.method.solution(state)
+        self.generator = torch.Generator().manual_seed(derive_seed(evaluator.ot.seed, EVAL_STREAM, state["step"]))
+        self.counts, self.samples = None, 0
+
+    def grow_to(self, samples: int, kind: str) -> dict:
+        """Errors on the first ``samples`` samples of the stream (drawing only the new ones)."""
+        if samples > self.samples:
+            counts = self.unit.cell_counts(self.heights, samples - self.samples, self.generator)
+            self.counts = counts if self.counts is None else self.counts + counts
+            self.samples = samples
+        result = self.unit.errors_from_measures(self.counts / self.samples, self.samples)
+        result["kind"] = kind
+        return result
+
 
 def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, callback, checkpoint_path,
             checkpoint_every, eval_every, eval_samples, lr, resume, eval_times, exact_eval, options):
@@ -177,10 +209,10 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     pending_times = sorted(t for t in (eval_times or []) if t > solver_time)
     next_adaptive_eval = 0.0  # solver time of the next adaptive evaluation
 
-    def record(kind: str, samples: int | None = None) -> dict:
+    def record(kind: str, samples: int | None = None, staged: _StagedEvaluation | None = None) -> dict:
         nonlocal eval_time, last_eval
         started = time.perf_counter()
-        result = evaluate(state, kind, samples)
+        result = evaluate(state, kind, samples) if staged is None else staged.grow_to(samples, kind)
         eval_time += time.perf_counter() - started
         if ot.comm.enabled:  # the adaptive schedule reads it: the same value on every rank
             eval_time = float(ot.comm.allreduce(torch.tensor([eval_time], dtype=torch.float64,
@@ -219,12 +251,13 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
                     pending_times.pop(0)
             if adaptive and not stop and solver_time >= next_adaptive_eval and state["step"] >= 5:
                 result = None
+                staged = None if exact else evaluate.staged(state)
                 for samples, margin in evaluate.screen_levels:
-                    result = record("screen", samples)
+                    result = record("screen", samples, staged)
                     if result["mean_rel_corrected"] > margin * tol:
                         break  # clearly above tol: no need to look closer yet
                 else:
-                    result = record("precise")
+                    result = record("precise", evaluate.precise_samples, staged)
                 rec.update(result)
                 if result["kind"] != "screen" and result["mean_rel_corrected"] <= tol:
                     stop = "tol"
