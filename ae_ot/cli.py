@@ -16,10 +16,10 @@ as one line and exits with status 2. Every other exception is a bug, and keeps i
 from __future__ import annotations
 
 import importlib
-import re
 import sys
 
 from ae_ot.checks import UserInputError
+from ae_ot.commands.parsing import concise_parser_message
 
 __all__ = ["main", "EXTRA_COMMANDS", "LIGHTNING_COMMANDS", "USER_ERRORS", "lightning_cli_class"]
 
@@ -79,50 +79,6 @@ def lightning_cli_class():
             parser.set_defaults({"data": {"class_path": "ae_ot.data.MNISTDataModule"}})
 
     return AEOTLightningCLI
-
-
-def concise_parser_message(message: str) -> str:
-    """The one relevant line of a jsonargparse error: the dotted key path of the first failing
-    value and what was wrong with it.
-
-    jsonargparse reports a bad nested value as a tree (``Parser key "model":`` / ``Does not
-    validate against any of the Union subtypes`` / ``- Problem with given class_path ...`` /
-    ``Parser key "latent_dim":`` / ``Expected a <class 'int'>. Got value: abc``); the first
-    branch holds the user's mistake, the others (``NoneType``, the value's type) are noise.
-    """
-    keys, detail = [], None
-    lines = [line.strip() for line in message.splitlines() if line.strip()]
-    for line in lines:
-        match = re.match(r'^(?:- )?Parser key "([^"]+)":?\s*(.*)$', line)
-        if match:
-            keys.append(match.group(1))
-            if match.group(2):
-                detail = match.group(2)
-                break
-            continue
-        if keys and not line.startswith(("Does not validate", "Subtypes:", "Errors:", "- Problem with given")):
-            detail = line.lstrip("- ")
-            break
-    if not keys or not detail:
-        return lines[0] if len(lines) == 1 else " ".join(lines[:2])
-    given = next((line[len("Given value: "):] for line in lines if line.startswith("Given value: ")), None)
-    if keys in (["model"], ["data"]) and given and "import path" in message:
-        return f"{keys[0]}: {given!r} is not a class of the zoo; choose one of {', '.join(_zoo_classes(keys[0]))}"
-    return f"{'.'.join(keys)}: {detail}"
-
-
-def _zoo_classes(kind: str) -> list[str]:
-    """Class names ``--model`` (the generators) or ``--data`` (the DataModules) accepts."""
-    import pytorch_lightning as pl
-
-    import ae_ot.data
-    import ae_ot.generators
-    from ae_ot.generators.base import GenerativeModel
-
-    module, base = (ae_ot.generators, GenerativeModel) if kind == "model" else (ae_ot.data, pl.LightningDataModule)
-    return sorted(name for name in module.__all__
-                  if isinstance(getattr(module, name), type) and issubclass(getattr(module, name), base)
-                  and getattr(module, name) is not base and not name.startswith("_"))
 
 
 def _usage() -> str:

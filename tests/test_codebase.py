@@ -190,7 +190,7 @@ def test_save_figure_writes_a_small_palette_png(tmp_path):
 def test_parser_errors_come_down_to_one_line():
     """jsonargparse's Union error trees (as printed by jsonargparse 4.x) reduce to the key path and
     what was wrong; a bad class name lists the zoo."""
-    from ae_ot.cli import concise_parser_message
+    from ae_ot.commands.parsing import concise_parser_message
 
     bad_int = """Parser key "model":
   Does not validate against any of the Union subtypes
@@ -217,3 +217,45 @@ def test_parser_errors_come_down_to_one_line():
     assert line.startswith("model: 'NoSuchGen' is not a class of the zoo") and "WGANGP" in line and "AEOT" in line
     assert concise_parser_message("unrecognized arguments: --trainer.max_epochz=1") == \
         "unrecognized arguments: --trainer.max_epochz=1"
+
+
+def _command_main(command: str):
+    import importlib
+
+    from ae_ot.cli import EXTRA_COMMANDS
+
+    module_name, function = EXTRA_COMMANDS[command].split(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
+def _extra_commands() -> list[str]:
+    from ae_ot.cli import EXTRA_COMMANDS
+
+    return sorted(EXTRA_COMMANDS)
+
+
+@pytest.mark.parametrize("command", _extra_commands())
+def test_every_command_reads_back_its_print_config(command, tmp_path, capsys):
+    """One CLI style: every command has --print_config, and --config reads that YAML back."""
+    import yaml
+
+    main = _command_main(command)
+    required = {"evaluate": ["--real", "test"]}.get(command, [])  # a required choice of two options
+    with pytest.raises(SystemExit) as info:
+        main([*required, "--print_config"])
+    assert info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    options = yaml.safe_load(printed)
+    assert isinstance(options, dict) and options, printed
+    (tmp_path / "options.yaml").write_text(printed)
+    with pytest.raises(SystemExit):
+        main(["--config", str(tmp_path / "options.yaml"), "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out) == options
+
+
+def test_a_bad_command_option_is_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        _command_main("umap")(["--num_samples", "abc"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "num_samples: Expected a <class 'int'>. Got value: abc" in err and len(err.strip().splitlines()) == 2

@@ -42,7 +42,6 @@ Writes ``compare.md``, ``compare.json``, ``grids.png``, ``bars.png`` and, with
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -58,6 +57,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ae_ot.checks import UserInputError
+from ae_ot.commands.parsing import CommandParser, command_parser
 
 __all__ = ["main", "build_parser", "train_with_budget", "post_fit_seconds", "max_time_string", "checkpoint_marks",
            "check_arguments", "compare_spec", "check_output_folder", "run_model", "evaluate_point",
@@ -75,8 +75,8 @@ TIMED_DIR = "timed"
 GRID_SIZE = 64
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ae-ot compare", description=__doc__.split("\n\n")[0])
+def build_parser() -> CommandParser:
+    parser = command_parser("ae-ot compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_paths", nargs="+", default=[], help="checkpoints to evaluate")
     parser.add_argument("--names", nargs="+", default=None,
                         help="display names, one per checkpoint then one per config (default: derived)")
@@ -190,7 +190,7 @@ def checkpoint_marks(budget_minutes: float, num_checkpoints: int, train_seconds:
     return [round(i * step, 3) for i in range(1, num_checkpoints) if i * step < train_seconds]
 
 
-def check_arguments(args: argparse.Namespace) -> list[TrainEntry]:
+def check_arguments(args) -> list[TrainEntry]:
     """Every check on the command line that needs no training: raises ValueError or
     FileNotFoundError naming the rule, the value and the fix; returns the configs to train."""
     if not args.ckpt_paths and not args.train_configs:
@@ -231,7 +231,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def compare_spec(args: argparse.Namespace) -> dict:
+def compare_spec(args) -> dict:
     """What decides the stored results of a training compare: the configs (file names and
     contents), the budget, the time points, the fit arguments, the samples and the seed."""
     return {"train_configs": [{"name": Path(c).name, "sha256": _sha256(Path(c))} for c in args.train_configs],
@@ -586,7 +586,7 @@ def _point_label(point: dict, count: int) -> str:
     return f"point {point['index'] + 1}/{count} ({what})"
 
 
-def run_model(entry: TrainEntry, args: argparse.Namespace) -> dict:
+def run_model(entry: TrainEntry, args) -> dict:
     """Train one config with the budget, evaluate its time points and return its table row,
     resuming from what ``entry.run_dir`` already holds.
 
@@ -668,7 +668,7 @@ def _grid_samples(row: dict):
     return torch.load(path, weights_only=True) if path.is_file() else None
 
 
-def evaluate_checkpoints(args: argparse.Namespace, used: set[str]) -> tuple[list[dict], list[tuple]]:
+def evaluate_checkpoints(args, used: set[str]) -> tuple[list[dict], list[tuple]]:
     """Rows and grid samples of the ``--ckpt_paths`` (evaluated on every run; not stored)."""
     from ae_ot.commands.evaluate import evaluate_checkpoint
 
@@ -943,7 +943,7 @@ def main(argv: list[str] | None = None) -> dict:
     return summary
 
 
-def _real_row(args: argparse.Namespace, named_samples: list[tuple]) -> dict:
+def _real_row(args, named_samples: list[tuple]) -> dict:
     """The row of real test images (Stacked MNIST when the generators are 3-channel), with its
     grid samples under ``samples``."""
     from ae_ot.commands.evaluate import evaluate_real

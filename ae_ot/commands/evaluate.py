@@ -8,26 +8,25 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
 from ae_ot.checks import UserInputError
+from ae_ot.commands.parsing import CommandParser, command_parser
 
 __all__ = ["main", "build_parser", "evaluate_checkpoint", "evaluate_real", "format_report", "finish_result"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ae-ot evaluate",
+def build_parser() -> CommandParser:
+    parser = command_parser("ae-ot evaluate",
         description="Evaluate a generator on the project's MNIST classifier features: FID (MNIST classifier "
                     "features), precision/recall (k=3), density/coverage (k=5), modes covered, KL to uniform, "
                     "mean confidence, minibatch W2. Three-channel generators are scored as Stacked MNIST "
                     "(1,000 modes; use --num_samples 26000 for PacGAN's protocol).")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt_path", help="Lightning checkpoint written by `ae-ot fit`")
-    source.add_argument("--real", choices=["test", "train"],
+    # One of the two, checked in main(): argparse's required groups ignore --config files.
+    parser.add_argument("--ckpt_path", help="Lightning checkpoint written by `ae-ot fit`")
+    parser.add_argument("--real", choices=["test", "train"],
                         help="score real images of this MNIST split instead of a generator")
     parser.add_argument("--num_samples", type=int, default=10000, help="generated samples (default 10000)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
@@ -124,6 +123,9 @@ def format_report(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    if bool(args.ckpt_path) == bool(args.real):
+        raise UserInputError("give exactly one of --ckpt_path (a generator's checkpoint) and --real test|train "
+                             f"(real MNIST images), got ckpt_path={args.ckpt_path!r}, real={args.real!r}")
     if args.stacked and not args.real:
         raise UserInputError("--stacked only applies with --real (a generator's channel count decides by itself)")
     if args.ckpt_path:

@@ -36,7 +36,6 @@ training codes with each sampler's codes over it, and a row of decoded samples p
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -48,6 +47,7 @@ from pathlib import Path
 import torch
 
 from ae_ot.checks import UserInputError
+from ae_ot.commands.parsing import CommandParser, command_parser
 from ae_ot.generators.autoencoder import gaussian_sampler, sample_gaussian
 from ae_ot.viz import save_figure
 
@@ -62,8 +62,8 @@ FLOW_COUPLINGS = {"ot_cfm": "ot", "independent_cfm": "independent"}
 DEFAULT_STEPS = (1, 2, 5, 10, 20, 50)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ae-ot latent-compare", description=__doc__.split("\n\n")[0])
+def build_parser() -> CommandParser:
+    parser = command_parser("ae-ot latent-compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", required=True, help="AE-OT checkpoint (its autoencoder, codes and OT solution)")
     parser.add_argument("--ot_cfm_ckpt", default=None, help="LatentFlowMatching checkpoint, coupling=ot "
                                                             "(default: trained now on --ckpt_path's autoencoder)")

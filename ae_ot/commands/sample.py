@@ -6,13 +6,13 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from ae_ot.checks import UserInputError
+from ae_ot.commands.parsing import CommandParser, command_parser
 
 __all__ = ["main", "write_samples", "IMAGE_SUFFIXES", "ARRAY_SUFFIXES"]
 
@@ -48,9 +48,8 @@ def write_samples(images: torch.Tensor, output: str | Path, nrow: int | None = N
     return output
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ae-ot sample", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> CommandParser:
+    parser = command_parser("ae-ot sample", description=__doc__)
     parser.add_argument("--ckpt_path", required=True, help="checkpoint written by `ae-ot fit`")
     parser.add_argument("--num_samples", type=int, default=64)
     parser.add_argument("--output", default="samples.png", help="a .png/.jpg grid, or a .npy/.pt array")

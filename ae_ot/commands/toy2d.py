@@ -15,7 +15,6 @@ the 99th percentile of the targets' nearest-neighbour distances.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
@@ -23,6 +22,7 @@ from pathlib import Path
 import torch
 
 from ae_ot.checks import UserInputError
+from ae_ot.commands.parsing import command_parser
 from ae_ot.evaluation.latent import gap_score, nearest_neighbour_distances
 from ae_ot.viz import save_figure
 
@@ -146,8 +146,7 @@ def run(names=POINT_SETS, output_dir: str | Path = "toy2d", num_points: int = 10
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="ae-ot toy2d", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("ae-ot toy2d", description=__doc__)
     parser.add_argument("--output_dir", default="toy2d")
     parser.add_argument("--sets", nargs="+", default=list(POINT_SETS), choices=POINT_SETS)
     parser.add_argument("--num_points", type=int, default=1000)

@@ -11,13 +11,13 @@ printed and saved as JSON beside the figure.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 
 from ae_ot.checks import UserInputError
+from ae_ot.commands.parsing import command_parser
 from ae_ot.evaluation.latent import gap_score, gap_threshold, nearest_neighbour_distances
 from ae_ot.generators.autoencoder import gaussian_sampler, sample_gaussian
 from ae_ot.viz import save_figure
@@ -104,8 +104,7 @@ def _draw(model, codes, labels, naive, ot_codes, threshold, output, result, umap
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="ae-ot umap", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("ae-ot umap", description=__doc__)
     parser.add_argument("--ckpt_path", required=True, help="an AE-OT checkpoint written by `ae-ot fit`")
     parser.add_argument("--output", default="umap.png", help="figure (.png); the scores go to the .json beside it")
     parser.add_argument("--num_codes", type=int, default=10000, help="training images encoded for the reference")
