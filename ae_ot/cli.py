@@ -21,7 +21,7 @@ import sys
 from ae_ot.checks import UserInputError
 from ae_ot.commands.parsing import concise_parser_message
 
-__all__ = ["main", "EXTRA_COMMANDS", "LIGHTNING_COMMANDS", "USER_ERRORS", "lightning_cli_class"]
+__all__ = ["main", "user_error_cause", "EXTRA_COMMANDS", "LIGHTNING_COMMANDS", "USER_ERRORS", "lightning_cli_class"]
 
 #: sub-commands that are not Lightning trainer entry points: name -> "module:function"
 EXTRA_COMMANDS = {
@@ -126,5 +126,25 @@ def run_lightning_cli(argv: list[str]) -> None:
     sys.argv = [saved[0] if saved else "ae-ot", *argv]
     try:
         lightning_cli_class()()
+    except ValueError as err:
+        # jsonargparse instantiates ``--model``/``--data`` as a Union member and re-raises a
+        # constructor's UserInputError as a plain ValueError listing every Union subtype; the
+        # user's problem is the original error, so that is what the CLI reports.
+        cause = user_error_cause(err)
+        if cause is None:
+            raise
+        raise cause from None
     finally:
         sys.argv = saved
+
+
+def user_error_cause(err: BaseException) -> UserInputError | None:
+    """The first :class:`UserInputError` in the ``__cause__``/``__context__`` chain of ``err``
+    (``err`` itself included), or ``None``."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, UserInputError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
