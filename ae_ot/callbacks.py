@@ -14,51 +14,20 @@ its budget.
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import tempfile
 import time
 from pathlib import Path
-from typing import Callable
 
 import pytorch_lightning as pl
 import torch
 
-__all__ = ["WallClockCheckpoints", "StopOnNonFiniteLoss", "atomic_write", "write_json_atomic", "MANIFEST_NAME"]
+from ae_ot.checks import UserInputError
+from ae_ot.io import write_json_atomic
+
+__all__ = ["WallClockCheckpoints", "StopOnNonFiniteLoss", "MANIFEST_NAME"]
 
 #: file written beside the timed checkpoints
 MANIFEST_NAME = "timeline.json"
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
-    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it onto ``path`` with
-    :func:`os.replace`: a reader, or a run resumed after a kill, sees the old file or the whole new
-    one, never half of it. The temporary name keeps ``path``'s suffix (matplotlib reads the format
-    from it)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
-
-
-def write_json_atomic(data, path: str | os.PathLike) -> Path:
-    """Write ``data`` as indented JSON to ``path`` atomically (see :func:`atomic_write`)."""
-    def write(tmp: Path) -> None:
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2)
-            f.flush()
-            os.fsync(f.fileno())
-
-    return atomic_write(path, write)
 
 
 class WallClockCheckpoints(pl.Callback):
@@ -82,7 +51,7 @@ class WallClockCheckpoints(pl.Callback):
         super().__init__()
         marks = [float(m) for m in marks]
         if any(not math.isfinite(m) or m <= 0 for m in marks) or marks != sorted(marks):
-            raise ValueError(f"marks must be ascending positive seconds, got {marks}")
+            raise UserInputError(f"marks must be ascending positive seconds, got {marks}")
         self.marks = marks
         self.dirpath = Path(dirpath)
         self.checkpoints: list[dict] = []

@@ -25,6 +25,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ae_ot.checks import UserInputError
+
 __all__ = [
     "DatasetNotFoundError",
     "CorruptDatasetError",
@@ -50,7 +52,7 @@ class DatasetNotFoundError(FileNotFoundError):
     """No source of the dataset could be read."""
 
 
-class CorruptDatasetError(ValueError):
+class CorruptDatasetError(UserInputError):
     """A dataset file exists but is truncated or malformed."""
 
 
@@ -248,7 +250,7 @@ class TensorBatchDataset(Dataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor):
         if images.shape[0] != labels.shape[0]:
-            raise ValueError(f"{images.shape[0]} images but {labels.shape[0]} labels")
+            raise UserInputError(f"{images.shape[0]} images but {labels.shape[0]} labels")
         self.images, self.labels = images, labels
 
     def __len__(self) -> int:
@@ -257,6 +259,16 @@ class TensorBatchDataset(Dataset):
     def __getitem__(self, index):
         index = torch.as_tensor(index, dtype=torch.long)
         return self.images[index], self.labels[index]
+
+
+def shrink_to_subset(train, val, test, subset: int | None):
+    """A quick run's split: the first ``subset`` training items, and validation and test shrunk to
+    at most a fifth of it (at least one item each, an empty validation set stays empty), so the
+    split keeps its proportions. ``subset=None`` returns the three unchanged."""
+    if subset is None:
+        return train, val, test
+    small = max(1, subset // 5)
+    return train[:subset], val[:min(len(val), small)] if len(val) else val, test[:min(len(test), small)]
 
 
 def _batch_loader(dataset: TensorBatchDataset, batch_size: int, shuffle: bool, seed: int, num_workers: int,
@@ -280,13 +292,13 @@ class _ImageDataModule(pl.LightningDataModule):
                  drop_last: bool = False):
         super().__init__()
         if batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {batch_size}")
+            raise UserInputError(f"batch_size must be positive, got {batch_size}")
         if val_size < 0:
-            raise ValueError(f"val_size must be >= 0, got {val_size}")
+            raise UserInputError(f"val_size must be >= 0, got {val_size}")
         if subset is not None and subset <= 0:
-            raise ValueError(f"subset must be a positive number of images or None, got {subset}")
+            raise UserInputError(f"subset must be a positive number of images or None, got {subset}")
         if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+            raise UserInputError(f"num_workers must be >= 0, got {num_workers}")
         self.save_hyperparameters()
         self.data_dir, self.val_size, self.batch_size = data_dir, val_size, batch_size
         self.num_workers, self.seed, self.subset, self.drop_last = num_workers, seed, subset, drop_last
@@ -302,17 +314,11 @@ class _ImageDataModule(pl.LightningDataModule):
         n_train = splits.train_images.shape[0]
         perm = torch.randperm(n_train, generator=torch.Generator().manual_seed(self.seed))
         val_idx, train_idx = perm[: self.val_size], perm[self.val_size:]
-        test_images, test_labels = splits.test_images, splits.test_labels
-        if self.subset is not None:
-            # A subset keeps the split's proportions: `subset` training images, and val/test
-            # shrunk to at most a fifth of it so quick runs stay quick.
-            train_idx = train_idx[: self.subset]
-            val_idx = val_idx[: max(1, min(len(val_idx), self.subset // 5))] if len(val_idx) else val_idx
-            n_test = max(1, min(test_images.shape[0], self.subset // 5))
-            test_images, test_labels = test_images[:n_test], test_labels[:n_test]
+        test_idx = torch.arange(splits.test_images.shape[0])
+        train_idx, val_idx, test_idx = shrink_to_subset(train_idx, val_idx, test_idx, self.subset)
         self.train_set = TensorBatchDataset(splits.train_images[train_idx], splits.train_labels[train_idx])
         self.val_set = TensorBatchDataset(splits.train_images[val_idx], splits.train_labels[val_idx])
-        self.test_set = TensorBatchDataset(test_images, test_labels)
+        self.test_set = TensorBatchDataset(splits.test_images[test_idx], splits.test_labels[test_idx])
         self.source = splits.source
 
     def train_dataloader(self) -> DataLoader:
@@ -369,24 +375,30 @@ class FashionMNISTDataModule(_ImageDataModule):
 # --------------------------------------------------------------------------------------------
 # Stacked MNIST (appended by the evaluation work; the code above is unchanged)
 # --------------------------------------------------------------------------------------------
-__all__ += ["stacked_mnist_indices", "stack_digits", "load_stacked_mnist", "StackedTensorDataset",
+__all__ += ["stacked_label", "stacked_mnist_indices", "stack_digits", "load_stacked_mnist", "StackedTensorDataset",
             "StackedMNISTDataModule"]
+
+
+def stacked_label(digits: torch.Tensor) -> torch.Tensor:
+    """The mode of stacked digits [n, C] (channel 0 first): sum_j digit_j * 10^(C - 1 - j), so a
+    Stacked MNIST image (C = 3) has label 100 * d0 + 10 * d1 + d2 in 0..999 (PacGAN's 1,000 modes)."""
+    channels = digits.shape[1]
+    return sum(digits[:, j] * 10 ** (channels - 1 - j) for j in range(channels))
 
 
 def stacked_mnist_indices(num: int, num_source: int, seed: int = 0) -> torch.Tensor:
     """``num`` seeded triples of indices [num, 3] drawn uniformly (with replacement) from
     ``num_source`` images: the three digits of each Stacked MNIST image."""
     if num <= 0 or num_source <= 0:
-        raise ValueError(f"num and num_source must be positive, got {num}, {num_source}")
+        raise UserInputError(f"num and num_source must be positive, got {num}, {num_source}")
     return torch.randint(0, num_source, (num, 3), generator=torch.Generator().manual_seed(seed))
 
 
 def stack_digits(images: torch.Tensor, labels: torch.Tensor, triples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images [n, 1, 28, 28] + triples [m, 3] -> (images [m, 3, 28, 28], labels [m] in 0..999),
-    label = 100 * digit(channel 0) + 10 * digit(channel 1) + digit(channel 2)."""
+    """Images [n, 1, 28, 28] + triples [m, 3] -> (images [m, 3, 28, 28], labels [m] in 0..999,
+    :func:`stacked_label` of the three digits)."""
     stacked = images[triples.reshape(-1)].reshape(triples.shape[0], 3, *images.shape[2:])
-    digits = labels[triples]
-    return stacked, digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]
+    return stacked, stacked_label(labels[triples])
 
 
 def load_stacked_mnist(num: int = 10000, split: str = "train", seed: int = 0, data_dir: str | os.PathLike = "data"
@@ -394,7 +406,7 @@ def load_stacked_mnist(num: int = 10000, split: str = "train", seed: int = 0, da
     """``num`` Stacked MNIST images [num, 3, 28, 28] in [0, 1] with labels in 0..999, each channel a
     uniformly drawn (seeded) MNIST digit of ``split`` ("train" or "test"); 1,000 modes."""
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise UserInputError(f"split must be 'train' or 'test', got {split!r}")
     splits = load_mnist(data_dir)
     images = splits.train_images if split == "train" else splits.test_images
     labels = splits.train_labels if split == "train" else splits.test_labels
@@ -407,9 +419,9 @@ class StackedTensorDataset(TensorBatchDataset):
 
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, triples: torch.Tensor):
         if triples.dim() != 2 or triples.shape[1] != 3:
-            raise ValueError(f"triples must be [n, 3], got {tuple(triples.shape)}")
+            raise UserInputError(f"triples must be [n, 3], got {tuple(triples.shape)}")
         self.base_images, self.base_labels, self.triples = images, labels, triples
-        self.labels = labels[triples[:, 0]] * 100 + labels[triples[:, 1]] * 10 + labels[triples[:, 2]]
+        self.labels = stacked_label(labels[triples])
 
     def __len__(self) -> int:
         return self.triples.shape[0]
@@ -431,12 +443,16 @@ class StackedMNISTDataModule(_ImageDataModule):
 
     The standard mode-collapse benchmark (VEEGAN, PacGAN): ``num_train`` seeded triples of MNIST
     training images (``val_size`` of them held out) and ``num_test`` triples of test images.
-    Images are [3, 28, 28] in [0, 1]; generators need ``in_channels``/``out_channels`` = 3.
+    Images are [3, 28, 28] in [0, 1]; generators need ``channels=3``.
 
-    Parameters are those of :class:`MNISTDataModule`, plus
+    Parameters
+    ----------
+    data_dir, val_size, batch_size, num_workers, seed, subset, drop_last
+        As for :class:`MNISTDataModule`.
     num_train : int, default 60000
         Stacked training images (before the validation split).
     num_test : int, default 10000
+        Stacked test images.
     """
 
     image_shape = (3, 28, 28)
@@ -447,9 +463,9 @@ class StackedMNISTDataModule(_ImageDataModule):
                  num_train: int = 60000, num_test: int = 10000):
         super().__init__(data_dir, val_size, batch_size, num_workers, seed, subset, drop_last)
         if num_train <= val_size:
-            raise ValueError(f"num_train ({num_train}) must exceed val_size ({val_size})")
+            raise UserInputError(f"num_train ({num_train}) must exceed val_size ({val_size})")
         if num_test <= 0:
-            raise ValueError(f"num_test must be positive, got {num_test}")
+            raise UserInputError(f"num_test must be positive, got {num_test}")
         self.num_train, self.num_test = num_train, num_test
 
     def _load(self) -> ImageSplits:
@@ -462,11 +478,8 @@ class StackedMNISTDataModule(_ImageDataModule):
         train_triples = stacked_mnist_indices(self.num_train, splits.train_images.shape[0], self.seed)
         test_triples = stacked_mnist_indices(self.num_test, splits.test_images.shape[0], self.seed + 1)
         val_triples, train_triples = train_triples[: self.val_size], train_triples[self.val_size:]
-        if self.subset is not None:
-            train_triples = train_triples[: self.subset]
-            if len(val_triples):
-                val_triples = val_triples[: max(1, min(len(val_triples), self.subset // 5))]
-            test_triples = test_triples[: max(1, min(len(test_triples), self.subset // 5))]
+        train_triples, val_triples, test_triples = shrink_to_subset(train_triples, val_triples, test_triples,
+                                                                    self.subset)
         tr_images, tr_labels = splits.train_images, splits.train_labels
         self.train_set = StackedTensorDataset(tr_images, tr_labels, train_triples)
         self.val_set = StackedTensorDataset(tr_images, tr_labels, val_triples)
@@ -490,10 +503,10 @@ def gaussians_on_circle(num_points: int = 8000, num_modes: int = 8, radius: floa
     """
     for name, value in (("num_points", num_points), ("num_modes", num_modes)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+            raise UserInputError(f"{name} must be a positive integer, got {value!r}")
     for name, value in (("radius", radius), ("std", std)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-            raise ValueError(f"{name} must be a positive number, got {value!r}")
+            raise UserInputError(f"{name} must be a positive number, got {value!r}")
     g = torch.Generator().manual_seed(seed)
     angles = torch.arange(num_modes, dtype=torch.float64) * (2 * np.pi / num_modes)
     centres = (radius * torch.stack([angles.cos(), angles.sin()], 1)).float()
@@ -524,24 +537,25 @@ class Points2DDataModule(pl.LightningDataModule):
     drop_last : bool, default True
         Drop the last incomplete batch (adversarial and minibatch-OT losses prefer equal batches).
 
-    Attributes (after :meth:`setup`)
-    ------------------------------
-    points, labels, centres : tensors as returned by :func:`gaussians_on_circle`
+    Attributes
+    ----------
+    points, labels, centres : torch.Tensor
+        As returned by :func:`gaussians_on_circle` (set by :meth:`setup`).
     """
 
     def __init__(self, num_points: int = 8000, num_modes: int = 8, radius: float = 0.65, std: float = 0.04,
                  batch_size: int = 256, seed: int = 0, num_workers: int = 0, drop_last: bool = True):
         super().__init__()
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+            raise UserInputError(f"batch_size must be a positive integer, got {batch_size!r}")
         if num_workers < 0:
-            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+            raise UserInputError(f"num_workers must be >= 0, got {num_workers}")
         gaussians_on_circle(1, num_modes, radius, std, seed)  # validates the arguments now
         if isinstance(num_points, bool) or not isinstance(num_points, int) or num_points <= 0:
-            raise ValueError(f"num_points must be a positive integer, got {num_points!r}")
+            raise UserInputError(f"num_points must be a positive integer, got {num_points!r}")
         if drop_last and batch_size > num_points:
-            raise ValueError(f"batch_size ({batch_size}) exceeds num_points ({num_points}) with drop_last=True: "
-                             "no batch would be left; lower batch_size")
+            raise UserInputError(f"batch_size ({batch_size}) exceeds num_points ({num_points}) with drop_last=True: "
+                                 "no batch would be left; lower batch_size")
         self.save_hyperparameters()
         self.num_points, self.num_modes, self.radius, self.std = num_points, num_modes, radius, std
         self.batch_size, self.seed, self.num_workers, self.drop_last = batch_size, seed, num_workers, drop_last

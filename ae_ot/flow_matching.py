@@ -17,9 +17,11 @@ and the velocity field v_theta(t, z) is regressed onto u_t:
 Its minimiser is the marginal velocity E[z1 - z0 | z_t = z]; integrating dz/dt = v(t, z) from
 t = 0 to 1 pushes N(0, I) onto the data distribution.
 
-Couplings (Tong et al. 2023, "Improving and generalizing flow-based generative models with
-minibatch optimal transport"; Pooladian et al. 2023, "Multisample flow matching")
--------------------------------------------------------------------------------------------------
+Couplings
+---------
+Tong et al. 2023, "Improving and generalizing flow-based generative models with minibatch optimal
+transport"; Pooladian et al. 2023, "Multisample flow matching".
+
 * ``"independent"`` (I-CFM): z0 and z1 are drawn independently; the conditional paths cross, so
   the marginal velocity bends and an ODE solver needs more steps.
 * ``"ot"`` (OT-CFM): a minibatch z0 [B, d] is re-paired with a minibatch z1 [B, d] by the exact
@@ -50,6 +52,7 @@ import math
 import torch
 from torch import nn
 
+from ae_ot.checks import UserInputError
 from ae_ot.ot.minibatch import assignment, squared_euclidean_cost
 
 __all__ = [
@@ -78,21 +81,21 @@ SOLVERS = ("euler", "midpoint")
 # ---------------------------------------------------------------------------------------------
 def check_coupling(coupling) -> str:
     if coupling not in COUPLINGS:
-        raise ValueError(f"coupling must be one of {', '.join(map(repr, COUPLINGS))} "
-                         f"(exact minibatch OT pairing, or independent pairs), got {coupling!r}")
+        raise UserInputError(f"coupling must be one of {', '.join(map(repr, COUPLINGS))} "
+                             f"(exact minibatch OT pairing, or independent pairs), got {coupling!r}")
     return coupling
 
 
 def check_solver(solver) -> str:
     if solver not in SOLVERS:
-        raise ValueError(f"solver must be one of {', '.join(map(repr, SOLVERS))} (fixed-step ODE solvers), "
-                         f"got {solver!r}")
+        raise UserInputError(f"solver must be one of {', '.join(map(repr, SOLVERS))} (fixed-step ODE solvers), "
+                             f"got {solver!r}")
     return solver
 
 
 def check_num_steps(num_steps) -> int:
     if isinstance(num_steps, bool) or not isinstance(num_steps, int) or num_steps < 1:
-        raise ValueError(f"num_steps must be an integer >= 1 (fixed ODE steps from t=0 to t=1), got {num_steps!r}")
+        raise UserInputError(f"num_steps must be an integer >= 1 (fixed ODE steps from t=0 to t=1), got {num_steps!r}")
     return num_steps
 
 
@@ -106,7 +109,7 @@ class SinusoidalTimeEmbedding(nn.Module):
     def __init__(self, dim: int = 32, max_frequency: float = 32.0):
         super().__init__()
         if isinstance(dim, bool) or not isinstance(dim, int) or dim < 3:
-            raise ValueError(f"time embedding dim must be an integer >= 3 (t plus one sine/cosine pair), got {dim!r}")
+            raise UserInputError(f"time embedding dim must be an integer >= 3 (t plus one sine/cosine pair), got {dim!r}")
         self.dim = dim
         count = (dim - 1) // 2
         frequencies = torch.logspace(math.log10(0.5), math.log10(max_frequency), count)
@@ -141,7 +144,7 @@ class VelocityField(nn.Module):
         super().__init__()
         for name, value in (("dim", dim), ("hidden_dim", hidden_dim), ("num_layers", num_layers)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+                raise UserInputError(f"{name} must be a positive integer, got {value!r}")
         self.dim = dim
         self.time_embedding = SinusoidalTimeEmbedding(time_embedding_dim)
         layers: list[nn.Module] = []
@@ -178,7 +181,7 @@ def couple(z0: torch.Tensor, z1: torch.Tensor, coupling: str) -> tuple[torch.Ten
     ``"independent"`` keeps the independent draws as they are."""
     check_coupling(coupling)
     if z0.shape != z1.shape:
-        raise ValueError(f"z0 and z1 must have the same shape [B, d], got {tuple(z0.shape)} and {tuple(z1.shape)}")
+        raise UserInputError(f"z0 and z1 must have the same shape [B, d], got {tuple(z0.shape)} and {tuple(z1.shape)}")
     if coupling == "ot":
         return z0, pair_by_minibatch_ot(z0, z1)
     return z0, z1
@@ -193,9 +196,9 @@ def conditional_flow_matching_loss(velocity: nn.Module, z1: torch.Tensor, coupli
     mean_i || v(t_i, z_t,i) - (z1_i - z0_i) ||^2 / d, a 0-d tensor.
     """
     if z1.dim() != 2 or z1.shape[0] == 0:
-        raise ValueError(f"z1 must be a non-empty batch of codes [B, d], got shape {tuple(z1.shape)}")
+        raise UserInputError(f"z1 must be a non-empty batch of codes [B, d], got shape {tuple(z1.shape)}")
     if sigma < 0:
-        raise ValueError(f"sigma must be >= 0 (std of the noise around the straight paths), got {sigma!r}")
+        raise UserInputError(f"sigma must be >= 0 (std of the noise around the straight paths), got {sigma!r}")
     z0 = torch.randn(z1.shape, generator=generator, device=z1.device, dtype=z1.dtype)
     z0, z1 = couple(z0, z1, coupling)
     t = torch.rand(z1.shape[0], generator=generator, device=z1.device, dtype=z1.dtype)
@@ -243,7 +246,7 @@ def chord_deviation(path: torch.Tensor) -> float:
     returns it). Returns MSD = mean_{k, i} || z_i(t_k) - ((1 - t_k) z_i(0) + t_k z_i(1)) ||^2.
     """
     if path.dim() != 3 or path.shape[0] < 2:
-        raise ValueError(f"path must be [K + 1, n, d] with K >= 1 steps, got shape {tuple(path.shape)}")
+        raise UserInputError(f"path must be [K + 1, n, d] with K >= 1 steps, got shape {tuple(path.shape)}")
     t = torch.linspace(0, 1, path.shape[0], dtype=path.dtype, device=path.device)[:, None, None]
     chord = (1 - t) * path[0] + t * path[-1]
     return (path - chord).pow(2).sum(-1).mean().item()

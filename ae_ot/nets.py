@@ -9,13 +9,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ae_ot.checks import UserInputError, require_positive_int
+
 __all__ = ["Encoder", "Decoder"]
-
-
-def _check_positive(**values: int) -> None:
-    for name, value in values.items():
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
 
 
 class Encoder(nn.Module):
@@ -27,7 +23,7 @@ class Encoder(nn.Module):
 
     def __init__(self, latent_dim: int = 16, width: int = 16, in_channels: int = 1):
         super().__init__()
-        _check_positive(latent_dim=latent_dim, width=width, in_channels=in_channels)
+        require_positive_int(latent_dim=latent_dim, width=width, in_channels=in_channels)
         self.latent_dim = latent_dim
         self.net = nn.Sequential(
             nn.Conv2d(in_channels, width, 4, 2, 1), nn.ReLU(inplace=True),
@@ -49,7 +45,7 @@ class Decoder(nn.Module):
 
     def __init__(self, latent_dim: int = 16, width: int = 16, out_channels: int = 1):
         super().__init__()
-        _check_positive(latent_dim=latent_dim, width=width, out_channels=out_channels)
+        require_positive_int(latent_dim=latent_dim, width=width, out_channels=out_channels)
         self.latent_dim, self.width = latent_dim, width
         self.fc = nn.Sequential(nn.Linear(latent_dim, 4 * width * 4 * 4), nn.ReLU(inplace=True))
         self.net = nn.Sequential(
@@ -80,7 +76,7 @@ class Generator(nn.Module):
 
     def __init__(self, latent_dim: int = 128, width: int = 64, out_channels: int = 1, batch_norm: bool = False):
         super().__init__()
-        _check_positive(latent_dim=latent_dim, width=width, out_channels=out_channels)
+        require_positive_int(latent_dim=latent_dim, width=width, out_channels=out_channels)
         self.latent_dim, self.width = latent_dim, width
 
         def norm(channels: int) -> nn.Module:
@@ -111,7 +107,7 @@ class Critic(nn.Module):
 
     def __init__(self, width: int = 64, in_channels: int = 1):
         super().__init__()
-        _check_positive(width=width, in_channels=in_channels)
+        require_positive_int(width=width, in_channels=in_channels)
         self.net = nn.Sequential(
             nn.Conv2d(in_channels, width, 5, 2, 2), nn.LeakyReLU(0.2, inplace=True),
             nn.Conv2d(width, 2 * width, 5, 2, 2), nn.LeakyReLU(0.2, inplace=True),
@@ -151,7 +147,7 @@ class MLPGenerator(nn.Module):
 
     def __init__(self, latent_dim: int = 2, data_dim: int = 2, width: int = 128, depth: int = 3):
         super().__init__()
-        _check_positive(latent_dim=latent_dim, data_dim=data_dim, width=width, depth=depth)
+        require_positive_int(latent_dim=latent_dim, data_dim=data_dim, width=width, depth=depth)
         self.latent_dim, self.data_dim = latent_dim, data_dim
         self.net = _mlp(latent_dim, data_dim, width, depth)
 
@@ -165,7 +161,7 @@ class MLPCritic(nn.Module):
 
     def __init__(self, data_dim: int = 2, width: int = 128, depth: int = 3):
         super().__init__()
-        _check_positive(data_dim=data_dim, width=width, depth=depth)
+        require_positive_int(data_dim=data_dim, width=width, depth=depth)
         self.data_dim = data_dim
         self.net = _mlp(data_dim, 1, width, depth)
 
@@ -175,9 +171,9 @@ class MLPCritic(nn.Module):
 
 def _check_net(net: str, batch_norm: bool = False) -> None:
     if net not in NETS:
-        raise ValueError(f"net must be 'conv' (MNIST-shaped images) or 'mlp' (vector data), got {net!r}")
+        raise UserInputError(f"net must be 'conv' (MNIST-shaped images) or 'mlp' (vector data), got {net!r}")
     if net == "mlp" and batch_norm:
-        raise ValueError("batch_norm is only available with net='conv', got batch_norm=True with net='mlp'")
+        raise UserInputError("batch_norm is only available with net='conv', got batch_norm=True with net='mlp'")
 
 
 def make_generator(net: str, latent_dim: int, width: int, channels: int = 1, batch_norm: bool = False,

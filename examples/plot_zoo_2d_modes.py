@@ -35,9 +35,9 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import warnings
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import matplotlib

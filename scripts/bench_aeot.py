@@ -26,7 +26,7 @@ def sample_quality(model, classifier, train_codes, num_samples: int, seed: int) 
     """Generate ``num_samples`` codes with the model's current map settings, decode and classify
     them: digit classes, KL to uniform, confident fraction, mean confidence, copies of training codes."""
     from ae_ot.evaluation import extract_features, kl_to_uniform
-    from ae_ot.latent import nearest_neighbour_distances
+    from ae_ot.evaluation.latent import nearest_neighbour_distances
 
     with torch.no_grad():
         codes = model.latent_samples(num_samples, torch.Generator().manual_seed(seed))
@@ -47,9 +47,10 @@ def main():
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
+    from ae_ot.checkpoint import load_generator
     from ae_ot.commands.umap import latent_gap_report
     from ae_ot.data import load_mnist
-    from ae_ot.evaluation import get_classifier, load_generator
+    from ae_ot.evaluation import get_classifier
     model = load_generator(args.ckpt_path)
     classifier = get_classifier(progress=True)
     train_codes = model.norm_shift + model.norm_scale * model.ot_targets
@@ -66,9 +67,11 @@ def main():
     report = model.ot_report or {}
     final = (report.get("history") or [{}])[-1]
     print(f"checkpoint {args.ckpt_path}; load {os.getloadavg()[0]:.2f}")
+    nan = float("nan")
     print(f"OT solve: N={model.ot_targets.shape[0]}, d={model.ot_targets.shape[1]}, {report.get('steps')} steps, "
-          f"{report.get('wall_time', float('nan')):.1f} s, held-out mean rel. error {100 * final.get('mean_rel', float('nan')):.2f}% "
-          f"(noise floor {100 * final.get('noise_floor', float('nan')):.2f}%, corrected {100 * final.get('mean_rel_corrected', float('nan')):.2f}%)")
+          f"{report.get('wall_time', nan):.1f} s, held-out mean rel. error {100 * final.get('mean_rel', nan):.2f}% "
+          f"(noise floor {100 * final.get('noise_floor', nan):.2f}%, "
+          f"corrected {100 * final.get('mean_rel_corrected', nan):.2f}%)")
     print("| map | classes | KL to uniform | conf >= 0.9 | mean conf | copies of training codes |")
     print("|---|---|---|---|---|---|")
     for mode, r in rows.items():

@@ -20,8 +20,10 @@ def main():
                         help="comma-separated angle:radius pairs; 0:0 is the plain map")
     args = parser.parse_args()
 
-    from ae_ot.evaluation import get_classifier, load_generator
     from bench_aeot import sample_quality  # scripts/ is on sys.path when run as a script
+
+    from ae_ot.checkpoint import load_generator
+    from ae_ot.evaluation import get_classifier
 
     model = load_generator(args.ckpt_path)
     classifier = get_classifier(train_if_missing=True, progress=True)

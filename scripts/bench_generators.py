@@ -38,9 +38,9 @@ DEFAULT_MODELS = ["wgan", "wgan_gp", "sinkhorn", "minibatch_wasserstein"]
 
 
 def build(name: str, overrides: list[str]):
-    from ae_ot.cli import _lightning_cli_class
+    from ae_ot.cli import lightning_cli_class
 
-    cli_class = _lightning_cli_class()
+    cli_class = lightning_cli_class()
     config = ROOT / "models" / f"{name}.yaml"
     cli = cli_class(args=["--config", str(config), *overrides], run=False,
                     trainer_defaults={"logger": False, "enable_checkpointing": False})

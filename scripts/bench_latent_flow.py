@@ -72,7 +72,7 @@ def train(coupling: str, args, model_args: dict, data_args: dict):
     pl.seed_everything(args.seed, verbose=False)
     # the autoencoder's architecture comes from its checkpoint
     saved = torch.load(args.autoencoder_ckpt, map_location="cpu", weights_only=False).get("hyper_parameters") or {}
-    architecture = {k: saved[k] for k in ("latent_dim", "width", "in_channels", "loss") if k in saved}
+    architecture = {k: saved[k] for k in ("latent_dim", "width", "channels", "loss") if k in saved}
     overrides = dict(model_args, **architecture, autoencoder_ckpt=args.autoencoder_ckpt, autoencoder_epochs=0,
                      coupling=coupling, grid_every_n_epochs=0)
     if args.flow_epochs is not None:

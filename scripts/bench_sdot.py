@@ -846,7 +846,7 @@ def compare(a) -> list[dict]:
             from ot.semidiscrete import solve_semidiscrete  # noqa: F401
         except ImportError as e:
             raise SystemExit(f"--methods includes pot but POT is not importable ({e}); install it with "
-                             "`pip install -e .[bench]` (pot==0.9.7) or leave pot out of --methods")
+                             "`pip install -e .[bench]` (pot==0.9.7) or leave pot out of --methods") from e
     run_id = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
     PeakRSS.full_gc = not a.quick
     all_recs = []

@@ -9,9 +9,9 @@ import torch
 
 from ae_ot.commands import sample as sample_cmd
 from ae_ot.data import MNISTDataModule
+from ae_ot.evaluation.latent import gap_score, nearest_neighbour_distances
 from ae_ot.generators import AEOT
 from ae_ot.generators.ae_ot import OTSolutionMissingError
-from ae_ot.latent import gap_score, nearest_neighbour_distances
 from ae_ot.ot import SemiDiscreteOT
 from ae_ot.ot.extension import extended_map, normal_angles
 

@@ -22,6 +22,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+MODELS = str(REPO / "models")  # the tests run in a temporary working directory
 TESTS = Path(__file__).resolve().parent
 FIT_ARGS = "--data.subset=1000 --trainer.enable_progress_bar=false --model.init_args.grid_every_n_epochs=0"
 
@@ -33,6 +34,7 @@ def install_tiny_evaluation(setattr_=setattr) -> None:
     """Make ae_ot's evaluation use a 1-epoch classifier on 2,000 images (trained into
     ``$AE_OT_CACHE`` once) and a reference of 3,000 real test images."""
     import ae_ot.evaluation as ev
+    import ae_ot.evaluation.metrics as metrics
     import ae_ot.evaluation.reference as ref
     from ae_ot.data import load_mnist
     from ae_ot.evaluation.classifier import get_classifier
@@ -45,7 +47,9 @@ def install_tiny_evaluation(setattr_=setattr) -> None:
     mu, sigma = gaussian_stats(features)
     reference = ref.RealReference(1, features, labels, mu, sigma, "3,000 MNIST test images (tests)", classifier)
     setattr_(ev, "get_classifier", lambda **kwargs: classifier)
-    setattr_(ref, "get_reference", lambda channels=1, classifier=None, **kwargs: reference)
+    tiny_reference = lambda channels=1, classifier=None, **kwargs: reference  # noqa: E731
+    setattr_(ref, "get_reference", tiny_reference)
+    setattr_(metrics, "get_reference", tiny_reference)  # evaluate_samples' own binding
 
 
 @pytest.fixture(scope="module")
@@ -98,24 +102,33 @@ def no_training(monkeypatch):
 
 @pytest.mark.parametrize("argv, message", [
     ([], r"nothing to compare: give --ckpt_paths and/or --train_configs"),
-    (["--train_configs", "models/no_such_model.yaml"],
+    (["--train_configs", MODELS + "/no_such_model.yaml"],
      r"--train_configs: every entry must be an existing model config file, "
-     r"got 'models/no_such_model.yaml'.*ae_ot.yaml"),
-    (["--train_configs", "models/wgan.yaml", "--budget_minutes", "0"],
+     r"got '.*models/no_such_model.yaml'.*ae_ot.yaml"),
+    (["--train_configs", MODELS + "/wgan.yaml", "--budget_minutes", "0"],
      r"--budget_minutes must be a positive number of minutes, got 0.0; give e.g."),
-    (["--train_configs", "models/wgan.yaml", "--budget_minutes", "-2"], r"positive number of minutes, got -2.0"),
-    (["--train_configs", "models/wgan.yaml", "--budget_minutes", "nan"], r"positive number of minutes, got nan"),
-    (["--train_configs", "models/wgan.yaml", "--num_samples", "5"],
+    (["--train_configs", MODELS + "/wgan.yaml", "--budget_minutes", "-2"], r"positive number of minutes, got -2.0"),
+    (["--train_configs", MODELS + "/wgan.yaml", "--num_samples", "5"],
      r"--num_samples must be at least 6 \(k \+ 1 for the k=5 density/coverage\), got 5; raise --num_samples"),
-    (["--train_configs", "models/wgan.yaml", "--num_checkpoints", "0"], r"--num_checkpoints must be at least 1.*got 0"),
-    (["--train_configs", "models/wgan.yaml", "models/ae_ot.yaml", "--budget_minutes", "2"],
-     r"budget_minutes=2.0 leaves no training time for models/ae_ot.yaml: its OT stage alone takes up to 170 s"),
+    (["--train_configs", MODELS + "/wgan.yaml", "--num_checkpoints", "0"], r"--num_checkpoints must be at least 1.*got 0"),
+    (["--train_configs", MODELS + "/wgan.yaml", MODELS + "/ae_ot.yaml", "--budget_minutes", "2"],
+     r"budget_minutes=2.0 leaves no training time for \S*models/ae_ot.yaml: its OT stage alone takes up to 170 s"),
 ])
 def test_bad_arguments_are_refused_before_training(no_training, tmp_path, argv, message):
     out = tmp_path / "out"
     with pytest.raises(ValueError, match=message):
         no_training.main(argv + ["--output_dir", str(out)])
     assert not (out / "runs").exists()
+
+
+def test_a_budget_that_is_not_a_number_is_a_one_line_parser_error(no_training, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        no_training.main(["--train_configs", MODELS + "/wgan.yaml", "--budget_minutes", "nan",
+                          "--output_dir", str(tmp_path / "out")])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "budget_minutes" in error and "nan" in error and "Traceback" not in error
+    assert not (tmp_path / "out" / "runs").exists()
 
 
 def test_configs_that_name_no_generator_are_refused(no_training, tmp_path):
@@ -134,9 +147,9 @@ def test_configs_that_name_no_generator_are_refused(no_training, tmp_path):
                             (not_generator, "which is not a GenerativeModel"),
                             (missing_class, "'ae_ot.generators.WGANGPP', which cannot be imported")]:
         with pytest.raises(ValueError, match=message):
-            no_training.main(["--train_configs", "models/wgan.yaml", str(config), "--output_dir", str(tmp_path / "o")])
+            no_training.main(["--train_configs", MODELS + "/wgan.yaml", str(config), "--output_dir", str(tmp_path / "o")])
     with pytest.raises(ValueError, match="share the file name 'wgan'.*rename one"):
-        no_training.main(["--train_configs", "models/wgan.yaml", str(twin), "--output_dir", str(tmp_path / "o")])
+        no_training.main(["--train_configs", MODELS + "/wgan.yaml", str(twin), "--output_dir", str(tmp_path / "o")])
 
 
 def test_output_folder_of_a_different_compare_is_refused(no_training, tmp_path):
@@ -156,7 +169,7 @@ def test_output_folder_of_a_different_compare_is_refused(no_training, tmp_path):
                            r".*use another --output_dir, or delete"):
             compare.main(argv)
     with pytest.raises(ValueError, match=r"train_configs: \[\{'name': 'wgan.yaml'.*there, .*'wgan_gp.yaml'"):
-        compare.main(["--train_configs", "models/wgan_gp.yaml", "--budget_minutes", "5", "--output_dir", str(out)])
+        compare.main(["--train_configs", MODELS + "/wgan_gp.yaml", "--budget_minutes", "5", "--output_dir", str(out)])
     config.write_text(config.read_text().replace("lr: 5.0e-05", "lr: 1.0e-04"))     # same file, other content
     with pytest.raises(ValueError, match=r"different compare \(train_configs"):
         compare.main(first)
@@ -172,7 +185,7 @@ def test_a_second_compare_in_the_same_folder_is_refused(no_training, tmp_path):
     out = tmp_path / "out"
     with no_training.output_lock(out):
         with pytest.raises(ValueError, match=rf"another `ae-ot compare` \(pid {os.getpid()}\) is writing into {out}"):
-            no_training.main(["--train_configs", "models/wgan.yaml", "--output_dir", str(out)])
+            no_training.main(["--train_configs", MODELS + "/wgan.yaml", "--output_dir", str(out)])
     with no_training.output_lock(out):       # released: taken again
         pass
 
@@ -186,9 +199,9 @@ def test_checkpoint_marks_and_budget_arithmetic():
     assert compare.checkpoint_marks(20, 5, 1200 - 170) == [240, 480, 720, 960]
     assert compare.checkpoint_marks(20, 5, 700) == [240, 480]
     assert compare.checkpoint_marks(20, 1, 1200) == []
-    assert compare.post_fit_seconds("models/wgan_gp.yaml") == 0.0
-    assert compare.post_fit_seconds("models/ae_ot.yaml") == 150.0 + compare._ENCODE_SECONDS
-    assert compare.post_fit_seconds("models/ae_ot.yaml", ["--model.init_args.ot_time_limit=40"]) == \
+    assert compare.post_fit_seconds(MODELS + "/wgan_gp.yaml") == 0.0
+    assert compare.post_fit_seconds(MODELS + "/ae_ot.yaml") == 150.0 + compare._ENCODE_SECONDS
+    assert compare.post_fit_seconds(MODELS + "/ae_ot.yaml", ["--model.init_args.ot_time_limit=40"]) == \
         40.0 + compare._ENCODE_SECONDS
 
 
@@ -196,7 +209,7 @@ def test_equal_budget_needs_a_finite_ot_time_limit(tmp_path):
     from ae_ot.commands import compare
 
     with pytest.raises(ValueError, match="leaves no training time"):
-        compare.train_with_budget("models/ae_ot.yaml", 2.0, tmp_path)
+        compare.train_with_budget(MODELS + "/ae_ot.yaml", 2.0, tmp_path)
     infinite = tmp_path / "aeot_no_limit.yaml"
     infinite.write_text("model:\n  class_path: ae_ot.generators.AEOT\n  init_args:\n    ot_time_limit: null\n")
     with pytest.raises(ValueError, match="finite ot_time_limit"):
@@ -468,7 +481,7 @@ def test_killed_compare_resumes_without_retraining_finished_models(tiny_evaluati
     driver.write_text(DRIVER.format(tests=str(TESTS)))
     env = dict(os.environ, PYTHONUNBUFFERED="1", MPLBACKEND="Agg")
     with open(tmp_path / "first_run.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, str(driver), *argv], cwd=REPO, env=env, stdout=log,
+        proc = subprocess.Popen([sys.executable, str(driver), *argv], cwd=tmp_path, env=env, stdout=log,
                                 stderr=subprocess.STDOUT)
         try:
             fit_dir = str(out / "runs" / "nan_lr")

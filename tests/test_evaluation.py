@@ -9,6 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from ae_ot.checkpoint import load_generator
 from ae_ot.evaluation import (
     check_images,
     density_coverage,
@@ -18,37 +19,11 @@ from ae_ot.evaluation import (
     frechet_distance,
     get_reference,
     kl_to_uniform,
-    load_generator,
     minibatch_w2,
     mode_stats,
     precision_recall,
 )
 from ae_ot.generators.base import GenerativeModel
-
-
-# --------------------------------------------------------------------------------------------
-# Fixtures (also imported by test_stacked_mnist.py)
-# --------------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def real_classifier(request, mnist):
-    """The project's >= 99 % classifier from the cache; trained only when running `-m slow`."""
-    from ae_ot.evaluation.classifier import get_classifier
-
-    markexpr = request.config.getoption("markexpr") or ""
-    train = "slow" in markexpr and "not slow" not in markexpr
-    try:
-        return get_classifier(train_if_missing=train, progress=False, splits=mnist)
-    except FileNotFoundError:
-        pytest.skip("the MNIST feature classifier is not cached: run `ae-ot train-classifier` (1-4 min) "
-                    "or `pytest -m slow`")
-
-
-@pytest.fixture(scope="session")
-def quick_classifier(mnist):
-    """A classifier trained on 6,000 images for 2 epochs (~97 %), cached under its own key."""
-    from ae_ot.evaluation.classifier import get_classifier
-
-    return get_classifier(progress=False, splits=mnist, subset=6000, epochs=2)
 
 
 def gaussian_blur(images: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -203,7 +178,9 @@ def test_classifier_cache_missing_and_corrupt(tmp_path, monkeypatch, mnist):
     assert model.cache_path.parent == tmp_path
 
 
+@pytest.mark.slow
 def test_classifier_reaches_99_percent(real_classifier, mnist):
+    """The production classifier (``-m slow`` trains it: 60,000 images, 3 epochs)."""
     from ae_ot.evaluation.classifier import classifier_accuracy
     from ae_ot.evaluation.reference import mnist_split_features
 

@@ -10,10 +10,10 @@ import pytorch_lightning as pl
 import torch
 import yaml
 
+from ae_ot.checkpoint import load_generator
 from ae_ot.commands import latent_compare
 from ae_ot.commands import sample as sample_cmd
 from ae_ot.data import MNISTDataModule
-from ae_ot.evaluation import load_generator
 from ae_ot.flow_matching import (
     VelocityField,
     chord_deviation,

@@ -59,7 +59,7 @@ def test_incomplete_estimator_mean_equals_complete_average():
 def test_minibatch_loss_of_a_measure_with_itself_is_positive_and_debiased_is_smaller():
     x = points(8, seed=7)
     biased = complete_minibatch_wasserstein(x, x, m=4).item()
-    assert biased > 0.1  # seed 000's point: h(x, x) > 0 when m < n
+    assert biased > 0.1  # Fatras et al. (2020): h(x, x) > 0 when m < n, the minibatch loss is not a distance
     # complete debiased form: h(x,x) - h(x,x)/2 - h(x,x)/2 = 0 exactly
     debiased_complete = biased - 0.5 * biased - 0.5 * biased
     assert debiased_complete < biased

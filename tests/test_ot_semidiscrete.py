@@ -5,8 +5,7 @@ import math
 import pytest
 import torch
 
-from ae_ot.ot import SemiDiscreteOT, noise_floor, normalize_to_box
-from ae_ot.ot import FitReport, exact_cell_measures_2d
+from ae_ot.ot import FitReport, SemiDiscreteOT, exact_cell_measures_2d, noise_floor, normalize_to_box
 
 
 def _gmm(n, d, k, seed):
@@ -182,13 +181,17 @@ def test_state_dict_save_load_roundtrip(tmp_path):
         SemiDiscreteOT(torch.rand(49, 3)).load_state_dict(ot.state_dict())
 
 
-def test_aeot_reference_method_runs_and_stops():
-    y = torch.rand(100, 4)
+def test_aeot_reference_method_reduces_the_error():
+    """pyOMT's Adam on the heights (method="aeot") runs its 80 steps (no tol: no early stop) and
+    brings the held-out error well below that of its start, the zero heights."""
+    y = torch.rand(100, 4, generator=torch.Generator().manual_seed(0))
     ot = SemiDiscreteOT(y)
+    start = ot.errors(num_samples=1 << 18)["mean_rel_corrected"]
     rep = ot.fit(method="aeot", max_steps=80, progress=False, batch_size=2000)
-    assert rep.method == "aeot" and rep.steps <= 80
-    assert rep.samples == rep.steps * 2000 or rep.samples > rep.steps * 2000  # doubling allowed
-    assert abs(float(ot.heights.mean())) < 1e-5
+    assert rep.method == "aeot" and rep.steps == 80 and rep.stop_reason == "max_steps"
+    assert rep.samples >= 80 * 2000  # the batch may grow, never shrink
+    end = ot.errors(num_samples=1 << 18)["mean_rel_corrected"]
+    assert end < 0.5 * start, (start, end)
 
 
 def test_callback_and_tol_stop():

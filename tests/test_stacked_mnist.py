@@ -3,9 +3,8 @@
 import pytest
 import torch
 
-from ae_ot.evaluation import extract_features
 from ae_ot.data import StackedMNISTDataModule, load_stacked_mnist, stack_digits, stacked_mnist_indices
-from test_evaluation import quick_classifier, real_classifier  # noqa: F401  (shared session fixtures)
+from ae_ot.evaluation import extract_features
 
 
 def test_stack_digits_labels_match_the_channels(mnist):
@@ -67,7 +66,7 @@ def test_autoencoder_trains_on_stacked_mnist(tmp_path, mnist):
 
     from ae_ot.generators import Autoencoder
 
-    model = Autoencoder(in_channels=3, grid_every_n_epochs=0)
+    model = Autoencoder(channels=3, grid_every_n_epochs=0)
     dm = StackedMNISTDataModule(subset=256, batch_size=64)
     trainer = pl.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False, default_root_dir=tmp_path)
@@ -116,8 +115,8 @@ def test_collapsed_stacked_generator_loses_modes(quick_classifier, mnist):
 
 
 def test_evaluate_samples_on_stacked(quick_classifier):
-    from ae_ot.evaluation import evaluate_samples, get_reference
     from ae_ot.data import load_mnist
+    from ae_ot.evaluation import evaluate_samples, get_reference
 
     reference = get_reference(channels=3, classifier=quick_classifier, splits=load_mnist())
     real, _ = load_stacked_mnist(1000, split="test", seed=0)
@@ -132,30 +131,32 @@ def test_evaluate_samples_on_stacked(quick_classifier):
 
 
 STACKED_CONFIGS = {
-    # config -> (extra overrides that keep the run to seconds, class name)
+    # model config -> (extra overrides that keep the run to seconds, class name). Each is trained
+    # with the Stacked MNIST overlay models/stacked.yaml on top; AE-OT's tuned full config too.
     "ae_ot_stacked": (["--model.init_args.width=8", "--model.init_args.latent_dim=8",
                        "--model.init_args.num_targets=200", "--model.init_args.ot_time_limit=2"], "AEOT"),
-    "wgan_stacked": (["--model.init_args.width=8", "--model.init_args.critic_width=8"], "WGAN"),
-    "wgan_gp_stacked": (["--model.init_args.width=8", "--model.init_args.critic_width=8"], "WGANGP"),
-    "sinkhorn_stacked": (["--model.init_args.width=8"], "SinkhornGenerator"),
-    "minibatch_wasserstein_stacked": (["--model.init_args.width=8", "--model.init_args.m=16"],
-                                      "MinibatchWassersteinGenerator"),
+    "ae_ot": (["--model.init_args.width=8", "--model.init_args.latent_dim=8",
+               "--model.init_args.num_targets=200", "--model.init_args.ot_time_limit=2"], "AEOT"),
+    "wgan": (["--model.init_args.width=8", "--model.init_args.critic_width=8"], "WGAN"),
+    "wgan_gp": (["--model.init_args.width=8", "--model.init_args.critic_width=8"], "WGANGP"),
+    "sinkhorn": (["--model.init_args.width=8"], "SinkhornGenerator"),
+    "minibatch_wasserstein": (["--model.init_args.width=8", "--model.init_args.m=16"], "MinibatchWassersteinGenerator"),
 }
 
 
-@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
 @pytest.mark.parametrize("config", sorted(STACKED_CONFIGS))
 def test_every_model_runs_on_stacked_mnist_by_config(tmp_path, mnist, config):
-    # The zoo's Stacked MNIST configs: the same models with 3-channel networks on the
-    # StackedMNISTDataModule; a short fit through the CLI, then 3-channel samples from the checkpoint.
+    """The one Stacked MNIST overlay (models/stacked.yaml) on every model config: a short fit
+    through the CLI, then 3-channel samples from the checkpoint."""
     from pathlib import Path
 
+    from ae_ot.checkpoint import load_generator
     from ae_ot.cli import main
-    from ae_ot.evaluation.loading import load_generator
 
     extra, cls_name = STACKED_CONFIGS[config]
     repo = Path(__file__).resolve().parents[1]
-    main(["fit", "--config", str(repo / "models" / f"{config}.yaml"), *extra, "--data.subset=512",
+    main(["fit", "--config", str(repo / "models" / f"{config}.yaml"), "--config", str(repo / "models" / "stacked.yaml"),
+          *extra, "--data.subset=512",
           "--data.batch_size=32", "--trainer.max_epochs=1", "--trainer.limit_train_batches=6",
           "--trainer.limit_val_batches=2", f"--trainer.default_root_dir={tmp_path}",
           "--trainer.enable_progress_bar=false", "--trainer.enable_model_summary=false"])

@@ -42,7 +42,6 @@ Writes ``compare.md``, ``compare.json``, ``grids.png``, ``bars.png`` and, with
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -56,6 +55,9 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from ae_ot.checks import UserInputError
+from ae_ot.commands.parsing import CommandParser, command_parser
 
 __all__ = ["main", "build_parser", "train_with_budget", "post_fit_seconds", "max_time_string", "checkpoint_marks",
            "check_arguments", "compare_spec", "check_output_folder", "run_model", "evaluate_point",
@@ -73,8 +75,8 @@ TIMED_DIR = "timed"
 GRID_SIZE = 64
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ae-ot compare", description=__doc__.split("\n\n")[0])
+def build_parser() -> CommandParser:
+    parser = command_parser("ae-ot compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_paths", nargs="+", default=[], help="checkpoints to evaluate")
     parser.add_argument("--names", nargs="+", default=None,
                         help="display names, one per checkpoint then one per config (default: derived)")
@@ -117,23 +119,23 @@ class TrainEntry:
 def check_budget(minutes: float) -> float:
     """``minutes`` if it is a finite positive number, else a ValueError naming the fix."""
     if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
-        raise ValueError(f"--budget_minutes must be a positive number of minutes, got {minutes}; "
-                         "give e.g. --budget_minutes 5")
+        raise UserInputError(f"--budget_minutes must be a positive number of minutes, got {minutes}; "
+                             "give e.g. --budget_minutes 5")
     return float(minutes)
 
 
 def check_num_samples(n: int) -> int:
     """``n`` if the k-NN metrics can use it (at least k + 1 = 6 samples), else a ValueError."""
     if n < KNN_K + 1:
-        raise ValueError(f"--num_samples must be at least {KNN_K + 1} (k + 1 for the k={KNN_K} density/coverage), "
-                         f"got {n}; raise --num_samples (10000 for the published numbers)")
+        raise UserInputError(f"--num_samples must be at least {KNN_K + 1} (k + 1 for the k={KNN_K} density/coverage), "
+                             f"got {n}; raise --num_samples (10000 for the published numbers)")
     return n
 
 
 def check_num_checkpoints(k: int) -> int:
     """``k`` if it is at least 1 (the final model), else a ValueError."""
     if k < 1:
-        raise ValueError(f"--num_checkpoints must be at least 1 (1: evaluate only the final model), got {k}")
+        raise UserInputError(f"--num_checkpoints must be at least 1 (1: evaluate only the final model), got {k}")
     return k
 
 
@@ -156,26 +158,26 @@ def check_train_config(path: str | Path) -> str:
     zoo = _zoo_configs()
     hint = f" (the zoo in models/: {', '.join(zoo)})" if zoo else ""
     if not path.is_file():
-        raise ValueError(f"--train_configs: every entry must be an existing model config file, got {str(path)!r}, "
-                         f"which does not exist; give a path such as models/ae_ot.yaml{hint}")
+        raise UserInputError(f"--train_configs: every entry must be an existing model config file, got {str(path)!r}, "
+                             f"which does not exist; give a path such as models/ae_ot.yaml{hint}")
     try:
         cfg = yaml.safe_load(path.read_text())
     except (yaml.YAMLError, UnicodeDecodeError) as err:
-        raise ValueError(f"--train_configs: {path} is not a YAML model config ({type(err).__name__}: {err}); "
-                         f"give a config written like models/ae_ot.yaml{hint}") from err
+        raise UserInputError(f"--train_configs: {path} is not a YAML model config ({type(err).__name__}: {err}); "
+                             f"give a config written like models/ae_ot.yaml{hint}") from err
     class_path = ((cfg or {}).get("model") or {}).get("class_path") if isinstance(cfg, dict) else None
     if not isinstance(class_path, str):
-        raise ValueError(f"--train_configs: {path} names no generator (no model.class_path); a model config "
-                         f"needs `model: class_path: ae_ot.generators.<Name>`, as models/ae_ot.yaml has{hint}")
+        raise UserInputError(f"--train_configs: {path} names no generator (no model.class_path); a model config "
+                             f"needs `model: class_path: ae_ot.generators.<Name>`, as models/ae_ot.yaml has{hint}")
     module_name, _, class_name = class_path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module_name or "ae_ot.generators"), class_name)
     except (ImportError, AttributeError) as err:
-        raise ValueError(f"--train_configs: {path} names the generator {class_path!r}, which cannot be imported "
-                         f"({type(err).__name__}: {err}); use a generator of ae_ot.generators{hint}") from err
+        raise UserInputError(f"--train_configs: {path} names the generator {class_path!r}, which cannot be imported "
+                             f"({type(err).__name__}: {err}); use a generator of ae_ot.generators{hint}") from err
     if not (isinstance(cls, type) and issubclass(cls, GenerativeModel)):
-        raise ValueError(f"--train_configs: {path} names {class_path!r}, which is not a GenerativeModel; "
-                         f"use a generator of ae_ot.generators{hint}")
+        raise UserInputError(f"--train_configs: {path} names {class_path!r}, which is not a GenerativeModel; "
+                             f"use a generator of ae_ot.generators{hint}")
     return class_path
 
 
@@ -188,11 +190,11 @@ def checkpoint_marks(budget_minutes: float, num_checkpoints: int, train_seconds:
     return [round(i * step, 3) for i in range(1, num_checkpoints) if i * step < train_seconds]
 
 
-def check_arguments(args: argparse.Namespace) -> list[TrainEntry]:
+def check_arguments(args) -> list[TrainEntry]:
     """Every check on the command line that needs no training: raises ValueError or
     FileNotFoundError naming the rule, the value and the fix; returns the configs to train."""
     if not args.ckpt_paths and not args.train_configs:
-        raise ValueError("nothing to compare: give --ckpt_paths and/or --train_configs")
+        raise UserInputError("nothing to compare: give --ckpt_paths and/or --train_configs")
     check_num_samples(args.num_samples)
     check_budget(args.budget_minutes)
     check_num_checkpoints(args.num_checkpoints)
@@ -201,14 +203,14 @@ def check_arguments(args: argparse.Namespace) -> list[TrainEntry]:
             raise FileNotFoundError(f"checkpoint {path} does not exist")
     total = len(args.ckpt_paths) + len(args.train_configs)
     if args.names is not None and len(args.names) != total:
-        raise ValueError(f"--names gives {len(args.names)} names for {total} generators; give one per checkpoint "
-                         "then one per config, or leave --names out")
+        raise UserInputError(f"--names gives {len(args.names)} names for {total} generators; give one per checkpoint "
+                             "then one per config, or leave --names out")
     stems = [Path(c).stem for c in args.train_configs]
     for stem in set(stems):
         if stems.count(stem) > 1:
             clash = [c for c in args.train_configs if Path(c).stem == stem]
-            raise ValueError(f"--train_configs: {clash} share the file name {stem!r}, and each config's run folder "
-                             "is named after it; rename one of the files")
+            raise UserInputError(f"--train_configs: {clash} share the file name {stem!r}, and each config's run folder "
+                                 "is named after it; rename one of the files")
     fit_args = shlex.split(args.fit_args)
     out = Path(args.output_dir)
     entries = []
@@ -217,8 +219,8 @@ def check_arguments(args: argparse.Namespace) -> list[TrainEntry]:
         post_fit = post_fit_seconds(config, fit_args)
         train_seconds = args.budget_minutes * 60 - post_fit
         if train_seconds <= 0:
-            raise ValueError(f"budget_minutes={args.budget_minutes} leaves no training time for {config}: its OT "
-                             f"stage alone takes up to {post_fit:.0f} s; raise --budget_minutes or lower ot_time_limit")
+            raise UserInputError(f"budget_minutes={args.budget_minutes} leaves no training time for {config}: its OT "
+                                 f"stage alone takes up to {post_fit:.0f} s; raise --budget_minutes or lower ot_time_limit")
         name = args.names[len(args.ckpt_paths) + i] if args.names is not None else Path(config).stem
         entries.append(TrainEntry(name, Path(config), out / "runs" / Path(config).stem, post_fit,
                                   checkpoint_marks(args.budget_minutes, args.num_checkpoints, train_seconds)))
@@ -229,7 +231,7 @@ def _sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def compare_spec(args: argparse.Namespace) -> dict:
+def compare_spec(args) -> dict:
     """What decides the stored results of a training compare: the configs (file names and
     contents), the budget, the time points, the fit arguments, the samples and the seed."""
     return {"train_configs": [{"name": Path(c).name, "sha256": _sha256(Path(c))} for c in args.train_configs],
@@ -257,17 +259,17 @@ def check_output_folder(out: Path, spec: dict | None) -> None:
     stored = _read_json(out / SPEC_FILE)
     if stored is not None:
         if spec is None:
-            raise ValueError(f"--output_dir {out} holds the results of a compare that trained "
-                             f"{[c['name'] for c in stored.get('train_configs', [])]}; this compare of checkpoints "
-                             f"only would overwrite them: {fix}")
+            raise UserInputError(f"--output_dir {out} holds the results of a compare that trained "
+                                 f"{[c['name'] for c in stored.get('train_configs', [])]}; this compare of checkpoints "
+                                 f"only would overwrite them: {fix}")
         diffs = [f"{key}: {stored.get(key)!r} there, {value!r} now" for key, value in spec.items()
                  if stored.get(key) != value]
         if diffs:
-            raise ValueError(f"--output_dir {out} holds the results of a different compare ("
-                             + "; ".join(diffs) + f"); to continue that one, run its command again; otherwise {fix}")
+            raise UserInputError(f"--output_dir {out} holds the results of a different compare ("
+                                 + "; ".join(diffs) + f"); to continue that one, run its command again; otherwise {fix}")
     elif spec is not None and (out / "compare.json").is_file():
         previous = (_read_json(out / "compare.json") or {}).get("command", "an earlier command")
-        raise ValueError(f"--output_dir {out} holds the results of another compare ({previous}); {fix}")
+        raise UserInputError(f"--output_dir {out} holds the results of another compare ({previous}); {fix}")
 
 
 @contextlib.contextmanager
@@ -285,8 +287,8 @@ def output_lock(out: Path):
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as err:
             handle.seek(0)
-            raise ValueError(f"another `ae-ot compare` (pid {handle.read().strip() or '?'}) is writing into {out} "
-                             "right now; wait for it to finish or use another --output_dir") from err
+            raise UserInputError(f"another `ae-ot compare` (pid {handle.read().strip() or '?'}) is writing into {out} "
+                                 "right now; wait for it to finish or use another --output_dir") from err
         handle.seek(0)
         handle.truncate()
         handle.write(str(os.getpid()))
@@ -303,7 +305,7 @@ def output_lock(out: Path):
 def max_time_string(minutes: float) -> str:
     """Minutes -> Lightning's ``DD:HH:MM:SS``."""
     if not minutes > 0:
-        raise ValueError(f"budget_minutes must be positive, got {minutes}")
+        raise UserInputError(f"budget_minutes must be positive, got {minutes}")
     seconds = max(1, round(minutes * 60))
     days, rest = divmod(seconds, 86400)
     hours, rest = divmod(rest, 3600)
@@ -339,7 +341,7 @@ def post_fit_seconds(config: str | Path, fit_args: list[str] | None = None) -> f
             if arg.startswith(prefix):
                 limit = arg[len(prefix):]
     if limit in (None, "null", "None"):
-        raise ValueError(f"{config}: an equal wall-clock budget needs a finite ot_time_limit for AE-OT")
+        raise UserInputError(f"{config}: an equal wall-clock budget needs a finite ot_time_limit for AE-OT")
     return float(limit) + _ENCODE_SECONDS
 
 
@@ -452,8 +454,8 @@ def train_with_budget(config: str | Path, budget_minutes: float, run_dir: Path, 
     post_fit = post_fit_seconds(config, fit_args)
     train_minutes = budget_minutes - post_fit / 60
     if train_minutes <= 0:
-        raise ValueError(f"budget_minutes={budget_minutes} leaves no training time for {config}: its OT stage "
-                         f"alone takes up to {post_fit:.0f} s; raise --budget_minutes or lower ot_time_limit")
+        raise UserInputError(f"budget_minutes={budget_minutes} leaves no training time for {config}: its OT stage "
+                             f"alone takes up to {post_fit:.0f} s; raise --budget_minutes or lower ot_time_limit")
     cmd = fit_command(config, train_minutes, run_dir, marks or [], fit_args, keep_max_epochs)
     log_path = run_dir / "fit.log"
     started = time.perf_counter()
@@ -537,7 +539,7 @@ def solve_ot_now(model, run_dir: Path, progress: bool) -> float:
 def score_model(model, num_samples: int, seed: int, progress: bool):
     """Draw ``num_samples`` samples of ``model`` and score them on the classifier's features.
     Returns the result dict of :func:`ae_ot.commands.evaluate.evaluate_checkpoint` and the samples."""
-    from ae_ot.commands.evaluate import _finish
+    from ae_ot.commands.evaluate import finish_result
     from ae_ot.evaluation import evaluate_samples, get_classifier
 
     started = time.perf_counter()
@@ -547,7 +549,7 @@ def score_model(model, num_samples: int, seed: int, progress: bool):
     metrics = evaluate_samples(samples, classifier=classifier, seed=seed)
     result = {"generator": f"{type(model).__module__}.{type(model).__qualname__}", "num_samples": num_samples,
               "seed": seed, "sample_seconds": round(sample_seconds, 3), "metrics": metrics}
-    return _finish(result, samples, classifier, started), samples
+    return finish_result(result, samples, classifier, started), samples
 
 
 def evaluate_point(point: dict, run_dir: Path, num_samples: int, seed: int, progress: bool):
@@ -558,7 +560,7 @@ def evaluate_point(point: dict, run_dir: Path, num_samples: int, seed: int, prog
     Any error is caught and recorded. Returns the point's record (``seconds`` = training seconds +
     those of the OT stage, ``metrics`` or ``error``) and the samples (None on error).
     """
-    from ae_ot.evaluation import load_generator
+    from ae_ot.checkpoint import load_generator
 
     record = dict(point, post_fit_seconds=0.0, seconds=point["train_seconds"])
     try:
@@ -584,7 +586,7 @@ def _point_label(point: dict, count: int) -> str:
     return f"point {point['index'] + 1}/{count} ({what})"
 
 
-def run_model(entry: TrainEntry, args: argparse.Namespace) -> dict:
+def run_model(entry: TrainEntry, args) -> dict:
     """Train one config with the budget, evaluate its time points and return its table row,
     resuming from what ``entry.run_dir`` already holds.
 
@@ -594,7 +596,7 @@ def run_model(entry: TrainEntry, args: argparse.Namespace) -> dict:
     """
     import torch
 
-    from ae_ot.callbacks import atomic_write, write_json_atomic
+    from ae_ot.io import atomic_write, write_json_atomic
 
     run_dir, progress = entry.run_dir, not args.no_progress
     finished = _read_json(run_dir / "model.json")
@@ -666,7 +668,7 @@ def _grid_samples(row: dict):
     return torch.load(path, weights_only=True) if path.is_file() else None
 
 
-def evaluate_checkpoints(args: argparse.Namespace, used: set[str]) -> tuple[list[dict], list[tuple]]:
+def evaluate_checkpoints(args, used: set[str]) -> tuple[list[dict], list[tuple]]:
     """Rows and grid samples of the ``--ckpt_paths`` (evaluated on every run; not stored)."""
     from ae_ot.commands.evaluate import evaluate_checkpoint
 
@@ -766,10 +768,10 @@ def _save_figure(fig, path: Path, dpi: int) -> Path:
     """Save a matplotlib figure atomically and close it."""
     import matplotlib.pyplot as plt
 
-    from ae_ot.callbacks import atomic_write
+    from ae_ot.viz import save_figure
 
     try:
-        atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix.lstrip(".") or "png"))
+        save_figure(fig, path, dpi)
     finally:
         plt.close(fig)
     return path
@@ -873,7 +875,7 @@ def _default_name(result: dict, used: set[str]) -> str:
 
 def write_reports(out: Path, summary: dict, named_samples: list[tuple], budget_minutes: float | None) -> list[Path]:
     """Write compare.md, compare.json and the figures into ``out``, each atomically."""
-    from ae_ot.callbacks import atomic_write, write_json_atomic
+    from ae_ot.io import atomic_write, write_json_atomic
 
     rows = summary["rows"]
     trained = any(r.get("points") is not None for r in rows)
@@ -902,7 +904,7 @@ def write_reports(out: Path, summary: dict, named_samples: list[tuple], budget_m
 # main
 # --------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> dict:
-    from ae_ot.callbacks import write_json_atomic
+    from ae_ot.io import write_json_atomic
 
     args = build_parser().parse_args(argv)
     entries = check_arguments(args)
@@ -936,12 +938,12 @@ def main(argv: list[str] | None = None) -> dict:
     print(markdown_table(rows))
     print("wrote " + ", ".join(str(p) for p in written))
     if not any(r.get("metrics") for r in rows):
-        raise ValueError("no generator could be evaluated: " + "; ".join(f"{r['name']}: {r.get('error')}" for r in rows)
-                         + f" (see {out / 'compare.md'})")
+        raise UserInputError("no generator could be evaluated: " + "; ".join(f"{r['name']}: {r.get('error')}" for r in rows)
+                             + f" (see {out / 'compare.md'})")
     return summary
 
 
-def _real_row(args: argparse.Namespace, named_samples: list[tuple]) -> dict:
+def _real_row(args, named_samples: list[tuple]) -> dict:
     """The row of real test images (Stacked MNIST when the generators are 3-channel), with its
     grid samples under ``samples``."""
     from ae_ot.commands.evaluate import evaluate_real

@@ -8,24 +8,25 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from pathlib import Path
 
-__all__ = ["main", "build_parser", "evaluate_checkpoint", "evaluate_real", "format_report"]
+from ae_ot.checks import UserInputError
+from ae_ot.commands.parsing import CommandParser, command_parser
+
+__all__ = ["main", "build_parser", "evaluate_checkpoint", "evaluate_real", "format_report", "finish_result"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="ae-ot evaluate",
+def build_parser() -> CommandParser:
+    parser = command_parser("ae-ot evaluate",
         description="Evaluate a generator on the project's MNIST classifier features: FID (MNIST classifier "
                     "features), precision/recall (k=3), density/coverage (k=5), modes covered, KL to uniform, "
                     "mean confidence, minibatch W2. Three-channel generators are scored as Stacked MNIST "
                     "(1,000 modes; use --num_samples 26000 for PacGAN's protocol).")
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--ckpt_path", help="Lightning checkpoint written by `ae-ot fit`")
-    source.add_argument("--real", choices=["test", "train"],
+    # One of the two, checked in main(): argparse's required groups ignore --config files.
+    parser.add_argument("--ckpt_path", help="Lightning checkpoint written by `ae-ot fit`")
+    parser.add_argument("--real", choices=["test", "train"],
                         help="score real images of this MNIST split instead of a generator")
     parser.add_argument("--num_samples", type=int, default=10000, help="generated samples (default 10000)")
     parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
@@ -42,7 +43,8 @@ def _classifier_info(classifier) -> dict:
     return info
 
 
-def _finish(result: dict, images, classifier, started: float) -> dict:
+def finish_result(result: dict, images, classifier, started: float) -> dict:
+    """Add the metric names, the classifier's description and the elapsed seconds to ``result``."""
     from ae_ot.evaluation.metrics import METRIC_NAMES
 
     result["metric_names"] = METRIC_NAMES
@@ -53,14 +55,15 @@ def _finish(result: dict, images, classifier, started: float) -> dict:
 
 def evaluate_checkpoint(ckpt_path: str | Path, num_samples: int = 10000, seed: int = 0, progress: bool = True,
                         return_samples: bool = False):
-    """Load a checkpoint with :func:`~ae_ot.evaluation.load_generator`, draw ``num_samples`` and score
+    """Load a checkpoint with :func:`~ae_ot.checkpoint.load_generator`, draw ``num_samples`` and score
     them. Returns the result dict (and the samples when ``return_samples``)."""
-    from ae_ot.evaluation import evaluate_samples, get_classifier, load_generator
-    from ae_ot.generators.base import check_num_samples
+    from ae_ot.checkpoint import load_generator
+    from ae_ot.checks import require_positive_int
+    from ae_ot.evaluation import evaluate_samples, get_classifier
 
-    check_num_samples(num_samples)
+    require_positive_int(num_samples=num_samples)
     if num_samples < 6:
-        raise ValueError(f"num_samples must be at least 6 (k + 1 for the k=5 density/coverage), got {num_samples}")
+        raise UserInputError(f"num_samples must be at least 6 (k + 1 for the k=5 density/coverage), got {num_samples}")
     started = time.perf_counter()
     model = load_generator(ckpt_path)
     classifier = get_classifier(progress=progress)
@@ -71,7 +74,7 @@ def evaluate_checkpoint(ckpt_path: str | Path, num_samples: int = 10000, seed: i
     result = {"checkpoint": str(ckpt_path), "generator": f"{type(model).__module__}.{type(model).__qualname__}",
               "num_samples": num_samples, "seed": seed, "sample_seconds": round(sample_seconds, 3),
               "metrics": metrics}
-    result = _finish(result, samples, classifier, started)
+    result = finish_result(result, samples, classifier, started)
     return (result, samples) if return_samples else result
 
 
@@ -92,14 +95,14 @@ def evaluate_real(split: str = "test", num_samples: int = 10000, seed: int = 0, 
         splits = load_mnist()
         pool = splits.test_images if split == "test" else splits.train_images
         if num_samples > pool.shape[0]:
-            raise ValueError(f"--num_samples {num_samples} exceeds the {pool.shape[0]} images of the {split} split")
+            raise UserInputError(f"--num_samples {num_samples} exceeds the {pool.shape[0]} images of the {split} split")
         idx = torch.randperm(pool.shape[0], generator=torch.Generator().manual_seed(seed + 12345))[:num_samples]
         images = pool[idx]
         name = f"real MNIST ({split} split)"
     metrics = evaluate_samples(images, classifier=classifier, seed=seed)
     result = {"checkpoint": None, "generator": name, "num_samples": num_samples, "seed": seed,
               "metrics": metrics}
-    result = _finish(result, images, classifier, started)
+    result = finish_result(result, images, classifier, started)
     return (result, images) if return_samples else result
 
 
@@ -120,8 +123,11 @@ def format_report(result: dict) -> str:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
+    if bool(args.ckpt_path) == bool(args.real):
+        raise UserInputError("give exactly one of --ckpt_path (a generator's checkpoint) and --real test|train "
+                             f"(real MNIST images), got ckpt_path={args.ckpt_path!r}, real={args.real!r}")
     if args.stacked and not args.real:
-        raise ValueError("--stacked only applies with --real (a generator's channel count decides by itself)")
+        raise UserInputError("--stacked only applies with --real (a generator's channel count decides by itself)")
     if args.ckpt_path:
         result, samples = evaluate_checkpoint(args.ckpt_path, args.num_samples, args.seed,
                                               progress=not args.no_progress, return_samples=True)

@@ -1,4 +1,4 @@
-"""``ae-ot latent-compare``: four latent samplers on one autoencoder, decoded by the same decoder.
+r"""``ae-ot latent-compare``: four latent samplers on one autoencoder, decoded by the same decoder.
 
     ae-ot latent-compare --ckpt_path AEOT.ckpt --ot_cfm_ckpt OT.ckpt --independent_cfm_ckpt IND.ckpt \
         --num_samples 10000 --output_dir latent_compare
@@ -17,7 +17,7 @@ whose encoder/decoder differ from the AE-OT checkpoint's is refused.
 
 Per sampler: the metrics of :func:`ae_ot.evaluation.evaluate_samples` (FID on the project's MNIST
 classifier features, precision/recall, density/coverage, classes, KL to uniform), the gap score of
-``ae-ot umap`` (:func:`ae_ot.latent.gap_score`), the fraction of generated codes that copy a
+``ae-ot umap`` (:func:`ae_ot.evaluation.latent.gap_score`), the fraction of generated codes that copy a
 training code (nearest training code closer than ``--copy_tolerance``), the median distance to
 the nearest training code relative to the training codes' own median nearest-neighbour distance
 (0: copies; about 1: new codes as far from the training codes as those are from each other),
@@ -36,7 +36,6 @@ training codes with each sampler's codes over it, and a row of decoded samples p
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shlex
@@ -46,6 +45,11 @@ import time
 from pathlib import Path
 
 import torch
+
+from ae_ot.checks import UserInputError
+from ae_ot.commands.parsing import CommandParser, command_parser
+from ae_ot.generators.autoencoder import gaussian_sampler, sample_gaussian
+from ae_ot.viz import save_figure
 
 __all__ = ["main", "build_parser", "SAMPLER_NAMES", "check_same_autoencoder", "train_flow", "compare_latent_samplers",
            "steps_study", "straightness", "markdown_report", "plot_overview", "plot_steps"]
@@ -58,8 +62,8 @@ FLOW_COUPLINGS = {"ot_cfm": "ot", "independent_cfm": "independent"}
 DEFAULT_STEPS = (1, 2, 5, 10, 20, 50)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ae-ot latent-compare", description=__doc__.split("\n\n")[0])
+def build_parser() -> CommandParser:
+    parser = command_parser("ae-ot latent-compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("--ckpt_path", required=True, help="AE-OT checkpoint (its autoencoder, codes and OT solution)")
     parser.add_argument("--ot_cfm_ckpt", default=None, help="LatentFlowMatching checkpoint, coupling=ot "
                                                             "(default: trained now on --ckpt_path's autoencoder)")
@@ -96,19 +100,19 @@ def check_same_autoencoder(aeot, flow, flow_path, aeot_path) -> None:
         same = ours.keys() == theirs.keys() and all(
             ours[k].shape == theirs[k].shape and torch.equal(ours[k], theirs[k]) for k in ours)
         if not same:
-            raise ValueError(
+            raise UserInputError(
                 f"the flow checkpoint must be trained on the autoencoder of {aeot_path} (same {part} weights), got "
                 f"{flow_path} whose {part} differs; train it with `ae-ot fit --config models/latent_flow.yaml "
                 f"--model.autoencoder_ckpt={aeot_path}`")
 
 
 def _load_aeot(path):
-    from ae_ot.evaluation import load_generator
+    from ae_ot.checkpoint import load_generator
 
     model = load_generator(path)
     if not (hasattr(model, "latent_samples") and getattr(model, "has_ot_solution", False)):
-        raise ValueError(f"--ckpt_path must be an AE-OT checkpoint with an OT solution, got {path} holding a "
-                         f"{type(model).__name__}" + (" without one" if hasattr(model, "has_ot_solution") else ""))
+        raise UserInputError(f"--ckpt_path must be an AE-OT checkpoint with an OT solution, got {path} holding a "
+                             f"{type(model).__name__}" + (" without one" if hasattr(model, "has_ot_solution") else ""))
     return model
 
 
@@ -126,17 +130,17 @@ def _training_split(ckpt_path, data_dir: str):
 
 
 def _load_flow(path, slot: str, aeot, aeot_path):
-    from ae_ot.evaluation import load_generator
+    from ae_ot.checkpoint import load_generator
     from ae_ot.generators.latent_flow import LatentFlowMatching
 
     flow = load_generator(path)
     if not isinstance(flow, LatentFlowMatching):
-        raise ValueError(f"--{slot}_ckpt must be a LatentFlowMatching checkpoint, got {path} holding a "
-                         f"{type(flow).__name__}")
+        raise UserInputError(f"--{slot}_ckpt must be a LatentFlowMatching checkpoint, got {path} holding a "
+                             f"{type(flow).__name__}")
     coupling = flow.hparams.coupling
     if coupling != FLOW_COUPLINGS[slot]:
-        raise ValueError(f"--{slot}_ckpt must be trained with coupling={FLOW_COUPLINGS[slot]!r}, got {path} "
-                         f"with coupling={coupling!r}")
+        raise UserInputError(f"--{slot}_ckpt must be trained with coupling={FLOW_COUPLINGS[slot]!r}, got {path} "
+                             f"with coupling={coupling!r}")
     flow._check_flow_trained()
     check_same_autoencoder(aeot, flow, path, aeot_path)
     return flow
@@ -144,8 +148,8 @@ def _load_flow(path, slot: str, aeot, aeot_path):
 
 def train_flow(config: str | Path, autoencoder_ckpt: str | Path, coupling: str, run_dir: Path,
                fit_args: list[str] | None = None, architecture: dict | None = None) -> Path:
-    """``ae-ot fit --config config --model.autoencoder_ckpt=... --model.coupling=...`` in a
-    subprocess (log in ``run_dir/fit.log``); returns the newest checkpoint it wrote.
+    """Train a flow in a subprocess, ``ae-ot fit --config <config> --model.autoencoder_ckpt=<ckpt>
+    --model.coupling=<coupling>`` (log in ``run_dir/fit.log``); returns the newest checkpoint it wrote.
 
     ``architecture`` (e.g. the autoencoder's ``{"latent_dim": 16, "width": 16}``) becomes
     ``--model.<key>=<value>`` arguments, before ``fit_args`` (which can override them)."""
@@ -165,7 +169,7 @@ def train_flow(config: str | Path, autoencoder_ckpt: str | Path, coupling: str, 
     ckpt = newest_checkpoint(run_dir) if returncode == 0 else None
     if ckpt is None:
         tail = " | ".join(log_path.read_text(errors="replace").strip().splitlines()[-5:])
-        raise ValueError(f"training the {coupling} flow failed (exit {returncode}; log {log_path}): {tail}")
+        raise UserInputError(f"training the {coupling} flow failed (exit {returncode}; log {log_path}): {tail}")
     return ckpt
 
 
@@ -203,7 +207,7 @@ def straightness(flow, num_samples: int = 2000, num_steps: int = 100, seed: int 
 
 
 def _latent_scores(codes, train_codes, reference_codes, gap_threshold, reference_median_nn, copy_tolerance) -> dict:
-    from ae_ot.latent import gap_score, nearest_neighbour_distances
+    from ae_ot.evaluation.latent import gap_score, nearest_neighbour_distances
 
     nearest_all = nearest_neighbour_distances(train_codes, codes)
     nearest_reference = nearest_neighbour_distances(reference_codes, codes)
@@ -220,8 +224,8 @@ def steps_study(flows: dict, decoder_model, steps, num_samples: int, seed: int =
     and scored (FID, precision/recall, density/coverage, KL; gap score when reference codes are
     given). Returns one row per (flow, steps)."""
     from ae_ot.evaluation import evaluate_samples
+    from ae_ot.evaluation.latent import gap_score
     from ae_ot.flow_matching import check_num_steps
-    from ae_ot.latent import gap_score
 
     rows = []
     for name, flow in flows.items():
@@ -271,7 +275,7 @@ def compare_latent_samplers(aeot, flows: dict, train_images: torch.Tensor, train
     and the reference subset used for the gap score and the UMAP.
     """
     from ae_ot.evaluation import evaluate_samples
-    from ae_ot.latent import gap_threshold, nearest_neighbour_distances
+    from ae_ot.evaluation.latent import gap_threshold, nearest_neighbour_distances
 
     aeot.eval()
     train_codes, encode_seconds = _timed(lambda: aeot.encode_dataset(train_images, progress=progress).cpu())
@@ -280,12 +284,8 @@ def compare_latent_samplers(aeot, flows: dict, train_images: torch.Tensor, train
     threshold = gap_threshold(reference_codes)
     reference_median_nn = nearest_neighbour_distances(reference_codes).median().item()
 
-    def fit_gaussian():
-        mean, cov = train_codes.mean(0), torch.cov(train_codes.T)
-        return mean, torch.linalg.cholesky(cov + 1e-6 * torch.eye(cov.shape[0]))
-
-    (mean, chol), fit_seconds = _timed(fit_gaussian)
-    samplers = {"naive": lambda n, g: mean + torch.randn(n, mean.shape[0], generator=g) @ chol.T,
+    (mean, chol), fit_seconds = _timed(lambda: gaussian_sampler(train_codes))
+    samplers = {"naive": lambda n, g: sample_gaussian(mean, chol, n, g),
                 "aeot": lambda n, g: aeot.latent_samples(n, g)}
     for name, flow in flows.items():
         samplers[name] = (lambda f: (lambda n, g: f.latent_samples(n, g)))(flow)
@@ -331,7 +331,7 @@ def markdown_report(result: dict, steps_rows: list[dict], straightness_of: dict,
               "coverage ↑",
               "classes", "KL to uniform ↓", "gap score ↓", "copies of training codes", "rel. NN distance",
               "sampling s / 10k (latent)", "sampling s / 10k (with decoding)", "latent training s"]
-    lines = [f"# Latent samplers on one autoencoder\n", f"Command: `{command}`\n",
+    lines = ["# Latent samplers on one autoencoder\n", f"Command: `{command}`\n",
              f"{result['rows'][0]['num_samples']} samples per sampler, all decoded by the same decoder. "
              f"Gap score against {result['reference_codes'].shape[0]} training codes (threshold "
              f"{result['gap_threshold']:.4g}); copies and NN distances against all {result['num_train_codes']} "
@@ -409,8 +409,7 @@ def plot_overview(result: dict, path: Path, use_umap: bool = True, per_row: int 
         for spine in ax.spines.values():
             spine.set_visible(False)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -442,8 +441,7 @@ def plot_steps(steps_rows: list[dict], straightness_of: dict, path: Path) -> Pat
             ax.set_yscale("log")
     axes[0].legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    save_figure(fig, path, dpi=100)
     plt.close(fig)
     return path
 
@@ -466,12 +464,12 @@ def _check_args(args) -> None:
 
     for name in ("num_samples", "steps_num_samples"):
         if getattr(args, name) < 6:
-            raise ValueError(f"--{name} must be at least 6 (k + 1 for the k=5 density/coverage), "
-                             f"got {getattr(args, name)}")
+            raise UserInputError(f"--{name} must be at least 6 (k + 1 for the k=5 density/coverage), "
+                                 f"got {getattr(args, name)}")
     if args.num_codes < 10:
-        raise ValueError(f"--num_codes must be at least 10, got {args.num_codes}")
+        raise UserInputError(f"--num_codes must be at least 10, got {args.num_codes}")
     if not args.copy_tolerance > 0:
-        raise ValueError(f"--copy_tolerance must be positive, got {args.copy_tolerance}")
+        raise UserInputError(f"--copy_tolerance must be positive, got {args.copy_tolerance}")
     for k in args.steps:
         check_num_steps(k)
     for path in (args.ckpt_path, args.ot_cfm_ckpt, args.independent_cfm_ckpt):
@@ -491,7 +489,7 @@ def main(argv: list[str] | None = None, classifier=None, reference=None) -> dict
     command = "ae-ot latent-compare " + shlex.join(argv if argv is not None else sys.argv[2:])
 
     aeot = _load_aeot(args.ckpt_path)
-    architecture = {k: aeot.hparams[k] for k in ("latent_dim", "width", "in_channels", "loss") if k in aeot.hparams}
+    architecture = {k: aeot.hparams[k] for k in ("latent_dim", "width", "channels", "loss") if k in aeot.hparams}
     flows = {}
     for slot in ("ot_cfm", "independent_cfm"):
         path = getattr(args, f"{slot}_ckpt")

@@ -6,11 +6,13 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from ae_ot.checks import UserInputError
+from ae_ot.commands.parsing import CommandParser, command_parser
 
 __all__ = ["main", "write_samples", "IMAGE_SUFFIXES", "ARRAY_SUFFIXES"]
 
@@ -23,8 +25,8 @@ def check_output_path(output: str | Path) -> Path:
     output = Path(output)
     suffix = output.suffix.lower()
     if suffix not in IMAGE_SUFFIXES + ARRAY_SUFFIXES:
-        raise ValueError(f"unknown output suffix {output.suffix!r} in {output}: use one of "
-                         f"{', '.join(IMAGE_SUFFIXES + ARRAY_SUFFIXES)}")
+        raise UserInputError(f"unknown output suffix {output.suffix!r} in {output}: use one of "
+                             f"{', '.join(IMAGE_SUFFIXES + ARRAY_SUFFIXES)}")
     if not output.parent.is_dir():
         raise FileNotFoundError(f"the folder of the output {output} does not exist: create it first "
                                 f"(mkdir -p {output.parent})")
@@ -46,9 +48,8 @@ def write_samples(images: torch.Tensor, output: str | Path, nrow: int | None = N
     return output
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ae-ot sample", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+def build_parser() -> CommandParser:
+    parser = command_parser("ae-ot sample", description=__doc__)
     parser.add_argument("--ckpt_path", required=True, help="checkpoint written by `ae-ot fit`")
     parser.add_argument("--num_samples", type=int, default=64)
     parser.add_argument("--output", default="samples.png", help="a .png/.jpg grid, or a .npy/.pt array")
@@ -59,10 +60,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> Path:
     args = build_parser().parse_args(argv)
-    from ae_ot.evaluation.loading import load_generator
-    from ae_ot.generators.base import check_num_samples
+    from ae_ot.checkpoint import load_generator
+    from ae_ot.checks import require_positive_int
 
-    check_num_samples(args.num_samples)
+    require_positive_int(num_samples=args.num_samples)
     output = check_output_path(args.output)
     model = load_generator(args.ckpt_path)
     images = model.sample(args.num_samples, seed=args.seed)

@@ -15,14 +15,16 @@ the 99th percentile of the targets' nearest-neighbour distances.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 from pathlib import Path
 
 import torch
 
-from ae_ot.latent import gap_score, nearest_neighbour_distances
+from ae_ot.checks import UserInputError
+from ae_ot.commands.parsing import command_parser
+from ae_ot.evaluation.latent import gap_score, nearest_neighbour_distances
+from ae_ot.viz import save_figure
 
 __all__ = ["point_set", "solve_toy", "between_modes_fraction", "main", "POINT_SETS"]
 
@@ -47,7 +49,7 @@ def point_set(name: str, n: int = 1000, seed: int = 0) -> tuple[torch.Tensor, to
         points = torch.stack([t * t.cos(), t * t.sin()], 1) / 15.0 + 0.01 * torch.randn(n, 2, generator=g)
         labels = torch.zeros(n, dtype=torch.long)        # one (curved) mode
     else:
-        raise ValueError(f"unknown point set {name!r}: choose from {', '.join(POINT_SETS)}")
+        raise UserInputError(f"unknown point set {name!r}: choose from {', '.join(POINT_SETS)}")
     return points.float(), labels
 
 
@@ -101,7 +103,7 @@ def _figure(name, solver, labels, plain, extended, angle_threshold, path, stats,
     axes[0].legend(loc="lower left", fontsize=8)
     fig.suptitle("power cells (grey edges), singular boundaries (red): samples never cross them")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
@@ -144,19 +146,19 @@ def run(names=POINT_SETS, output_dir: str | Path = "toy2d", num_points: int = 10
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="ae-ot toy2d", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("ae-ot toy2d", description=__doc__)
     parser.add_argument("--output_dir", default="toy2d")
     parser.add_argument("--sets", nargs="+", default=list(POINT_SETS), choices=POINT_SETS)
     parser.add_argument("--num_points", type=int, default=1000)
     parser.add_argument("--num_samples", type=int, default=4000)
     parser.add_argument("--angle_threshold", type=float, default=8.0, help="degrees")
-    parser.add_argument("--radius", type=float, default=0.6, help="interpolation band, fraction of the farthest runner-up facet distance")
+    parser.add_argument("--radius", type=float, default=0.6,
+                        help="interpolation band, fraction of the farthest runner-up facet distance")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--time_limit", type=float, default=20.0, help="seconds of OT solve per set")
     args = parser.parse_args(argv)
     if args.num_points < 2 or args.num_samples < 1:
-        raise ValueError("num_points must be >= 2 and num_samples >= 1")
+        raise UserInputError("num_points must be >= 2 and num_samples >= 1")
     results = run(args.sets, args.output_dir, args.num_points, args.num_samples, args.angle_threshold,
                   args.radius, seed=args.seed, time_limit=args.time_limit)
     for name, r in results.items():

@@ -8,13 +8,13 @@ The weights go to ``$AE_OT_CACHE`` or ``~/.cache/ae-ot`` as ``classifier-<key>.p
 
 from __future__ import annotations
 
-import argparse
+from ae_ot.commands.parsing import CommandParser, command_parser
 
 __all__ = ["main", "build_parser"]
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ae-ot train-classifier",
+def build_parser() -> CommandParser:
+    parser = command_parser("ae-ot train-classifier",
                                      description="Train and cache the MNIST classifier whose features the metrics use.")
     parser.add_argument("--force", action="store_true", help="retrain even when cached weights exist")
     parser.add_argument("--data_dir", default="data", help="where MNIST IDX files are looked for (default data)")

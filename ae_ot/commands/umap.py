@@ -3,7 +3,7 @@
 Encodes training images with the checkpoint's encoder, fits UMAP (2D) on those codes coloured by
 digit, and overlays (a) *naive* latent samples, z ~ N(mean, cov) of the codes, and (b) AE-OT
 samples (extended OT map). A second panel decodes naive samples that fall in gaps of the latent
-distribution beside decoded OT samples. The gap score (:func:`ae_ot.latent.gap_score`) of both is
+distribution beside decoded OT samples. The gap score (:func:`ae_ot.evaluation.latent.gap_score`) of both is
 printed and saved as JSON beside the figure.
 
     ae-ot umap --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt --output umap.png
@@ -11,13 +11,16 @@ printed and saved as JSON beside the figure.
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
 import torch
 
-from ae_ot.latent import gap_score, gap_threshold, nearest_neighbour_distances
+from ae_ot.checks import UserInputError
+from ae_ot.commands.parsing import command_parser
+from ae_ot.evaluation.latent import gap_score, gap_threshold, nearest_neighbour_distances
+from ae_ot.generators.autoencoder import gaussian_sampler, sample_gaussian
+from ae_ot.viz import save_figure
 
 __all__ = ["latent_gap_report", "main"]
 
@@ -39,9 +42,7 @@ def latent_gap_report(model, images: torch.Tensor, labels: torch.Tensor, num_sam
     model = model.eval()
     codes = model.encode_dataset(images, progress=progress).cpu()
     generator = torch.Generator().manual_seed(seed)
-    mean, cov = codes.mean(0), torch.cov(codes.T)
-    chol = torch.linalg.cholesky(cov + 1e-6 * torch.eye(cov.shape[0]))
-    naive = mean + torch.randn(num_samples, codes.shape[1], generator=generator) @ chol.T
+    naive = sample_gaussian(*gaussian_sampler(codes), num_samples, generator)
     with torch.no_grad():
         ot_codes = model.latent_samples(num_samples, generator).cpu()
     threshold = gap_threshold(codes)
@@ -98,14 +99,12 @@ def _draw(model, codes, labels, naive, ot_codes, threshold, output, result, umap
         ax.set_title(f"decoded: {name}")
         ax.axis("off")
     fig.tight_layout()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(output, dpi=100)
+    save_figure(fig, output, dpi=100)
     plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(prog="ae-ot umap", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = command_parser("ae-ot umap", description=__doc__)
     parser.add_argument("--ckpt_path", required=True, help="an AE-OT checkpoint written by `ae-ot fit`")
     parser.add_argument("--output", default="umap.png", help="figure (.png); the scores go to the .json beside it")
     parser.add_argument("--num_codes", type=int, default=10000, help="training images encoded for the reference")
@@ -114,19 +113,19 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--data_dir", default="data")
     args = parser.parse_args(argv)
     if args.num_codes < 10 or args.num_samples < 1:
-        raise ValueError("num_codes must be >= 10 and num_samples >= 1")
+        raise UserInputError("num_codes must be >= 10 and num_samples >= 1")
     output = Path(args.output)
     if output.suffix.lower() not in (".png", ".jpg", ".pdf", ".svg"):
-        raise ValueError(f"unknown figure suffix {output.suffix!r}: use .png, .jpg, .pdf or .svg")
+        raise UserInputError(f"unknown figure suffix {output.suffix!r}: use .png, .jpg, .pdf or .svg")
     if not output.parent.is_dir():
         raise FileNotFoundError(f"the folder of the output {output} does not exist: create it first")
 
+    from ae_ot.checkpoint import load_generator
     from ae_ot.data import load_mnist
-    from ae_ot.evaluation.loading import load_generator
 
     model = load_generator(args.ckpt_path)
     if not hasattr(model, "latent_samples"):
-        raise ValueError(f"{args.ckpt_path} holds a {type(model).__name__}; `ae-ot umap` needs an AE-OT checkpoint")
+        raise UserInputError(f"{args.ckpt_path} holds a {type(model).__name__}; `ae-ot umap` needs an AE-OT checkpoint")
     splits = load_mnist(args.data_dir)
     keep = torch.randperm(splits.train_images.shape[0], generator=torch.Generator().manual_seed(args.seed))
     keep = keep[: args.num_codes]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -23,6 +22,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ae_ot.checks import UserInputError
+from ae_ot.io import atomic_torch_save, data_digest
 
 __all__ = [
     "CODE_VERSION",
@@ -90,38 +92,15 @@ def cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "ae-ot"
 
 
-def _data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
-    """Digest of the pixel values (as bytes 0..255) and labels: same data, same digest, whatever
-    the source it was read from."""
-    h = hashlib.blake2b(digest_size=16)
-    h.update(str(tuple(images.shape)).encode())
-    h.update((images * 255).round().to(torch.uint8).contiguous().numpy().tobytes())
-    h.update(labels.to(torch.int64).contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-
 def classifier_key(splits, subset: int | None = None, epochs: int = 3) -> str:
     """Cache key: hash of :data:`CODE_VERSION`, the training-data digest, and the recipe knobs."""
-    digest = _data_digest(splits.train_images, splits.train_labels)
+    digest = data_digest(splits.train_images, splits.train_labels)
     text = f"{CODE_VERSION}|data={digest}|subset={subset}|epochs={epochs}"
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def classifier_path(key: str) -> Path:
     return cache_dir() / f"classifier-{key}.pt"
-
-
-def _atomic_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
 
 
 # --------------------------------------------------------------------------------------------
@@ -149,9 +128,9 @@ def train_classifier(splits, epochs: int = 3, batch_size: int = 128, lr: float =
     Returns the model in eval mode and ``info`` (test accuracy, seconds, epochs, ...).
     """
     if epochs <= 0:
-        raise ValueError(f"epochs must be positive, got {epochs}")
+        raise UserInputError(f"epochs must be positive, got {epochs}")
     if subset is not None and subset <= 0:
-        raise ValueError(f"subset must be positive or None, got {subset}")
+        raise UserInputError(f"subset must be positive or None, got {subset}")
     images, labels = splits.train_images, splits.train_labels
     if subset is not None:
         images, labels = images[:subset], labels[:subset]
@@ -198,11 +177,11 @@ def _load_cached(path: Path, key: str) -> MNISTClassifier | None:
     try:
         blob = torch.load(path, map_location="cpu", weights_only=False)
         if not isinstance(blob, dict) or blob.get("key") != key:
-            raise ValueError("key mismatch")
+            raise UserInputError("key mismatch")
         model = MNISTClassifier()
         model.load_state_dict(blob["state_dict"])
     except Exception as err:  # corrupt or foreign file: say so, then retrain over it
-        warnings.warn(f"ignoring unreadable classifier cache {path} ({type(err).__name__}: {err})")
+        warnings.warn(f"ignoring unreadable classifier cache {path} ({type(err).__name__}: {err})", stacklevel=2)
         return None
     model.info = blob.get("info", {})
     return model.eval()
@@ -243,7 +222,7 @@ def get_classifier(train_if_missing: bool = True, progress: bool = True, splits=
                 f"no trained MNIST feature classifier at {path}; run `ae-ot train-classifier` first "
                 "(about 1-2 minutes on a 2-core CPU)")
         model, info = train_classifier(splits, epochs=epochs, subset=subset, progress=progress)
-        _atomic_save({"key": key, "state_dict": model.state_dict(), "info": info}, path)
+        atomic_torch_save({"key": key, "state_dict": model.state_dict(), "info": info}, path)
         model.info = info
     for p in model.parameters():
         p.requires_grad_(False)

@@ -12,9 +12,9 @@ features)" is a Frechet distance, but not the Inception FID of the literature.
 * Density / coverage (Naeem et al. 2020, k = 5).
 * Modes: classes (digits, or 1,000 Stacked MNIST triples) covered, KL(histogram || uniform) in nats,
   mean classifier confidence.
-* Exact minibatch W2 in feature space: optimal assignment (scipy ``linear_sum_assignment``)
-  between equal-size minibatches of real and generated features, ``sqrt(mean squared distance)``,
-  averaged over minibatch pairs.
+* Exact minibatch W2 in feature space: optimal assignment
+  (:func:`ae_ot.ot.minibatch.exact_ot_equal_size`) between equal-size minibatches of real and
+  generated features, ``sqrt(mean squared distance)``, averaged over minibatch pairs.
 """
 
 from __future__ import annotations
@@ -23,6 +23,12 @@ import math
 
 import numpy as np
 import torch
+
+from ae_ot.checks import UserInputError
+from ae_ot.data import stacked_label
+from ae_ot.evaluation.features import check_features, check_images, extract_features, gaussian_stats
+from ae_ot.evaluation.reference import get_reference
+from ae_ot.ot.minibatch import exact_ot_equal_size
 
 __all__ = [
     "METRIC_NAMES",
@@ -65,90 +71,18 @@ HIGHER_IS_BETTER = {
 # --------------------------------------------------------------------------------------------
 # Input checks
 # --------------------------------------------------------------------------------------------
-def check_images(images, name: str = "images", channels: tuple[int, ...] = (1, 3), atol: float = 1e-4) -> torch.Tensor:
-    """Validate images [n, C, 28, 28] with C in ``channels`` and values in [0, 1]; return them as
-    float32 on the CPU. Anything else raises a ValueError saying what is wrong."""
-    if not isinstance(images, torch.Tensor):
-        if isinstance(images, np.ndarray):
-            images = torch.from_numpy(images)
-        else:
-            raise ValueError(f"{name} must be a torch.Tensor [n, C, 28, 28], got {type(images).__name__}")
-    if images.dim() != 4 or tuple(images.shape[2:]) != (28, 28) or images.shape[1] not in channels:
-        raise ValueError(
-            f"{name} must have shape [n, C, 28, 28] with C in {channels}, got {tuple(images.shape)}")
-    if images.shape[0] == 0:
-        raise ValueError(f"{name} is empty")
-    if not (images.is_floating_point()):
-        raise ValueError(f"{name} must be floating point in [0, 1], got dtype {images.dtype} "
-                         "(divide uint8 images by 255)")
-    images = images.detach().float().cpu()
-    if not torch.isfinite(images).all():
-        raise ValueError(f"{name} contain NaN or infinite values")
-    lo, hi = float(images.min()), float(images.max())
-    if lo < -atol or hi > 1 + atol:
-        hint = " (images in [-1, 1]? map them with (x + 1) / 2)" if lo < -atol and lo >= -1 - atol else ""
-        raise ValueError(f"{name} must have values in [0, 1], got min {lo:.4g}, max {hi:.4g}{hint}")
-    return images.clamp(0, 1)
-
-
-def check_features(features, name: str = "features") -> torch.Tensor:
-    if not isinstance(features, torch.Tensor):
-        features = torch.as_tensor(np.asarray(features))
-    if features.dim() != 2 or features.shape[0] == 0:
-        raise ValueError(f"{name} must be a non-empty [n, d] array, got shape {tuple(features.shape)}")
-    if not torch.isfinite(features).all():
-        raise ValueError(f"{name} contain NaN or infinite values")
-    return features.detach().float().cpu()
-
-
 def _check_k(n: int, k: int, what: str, name: str) -> None:
     if not isinstance(k, int) or k <= 0:
-        raise ValueError(f"k must be a positive integer, got {k!r}")
+        raise UserInputError(f"k must be a positive integer, got {k!r}")
     if n < k + 1:
-        raise ValueError(
+        raise UserInputError(
             f"{what} needs at least k + 1 = {k + 1} {name} (k = {k} nearest neighbours besides the point "
             f"itself), got {n}; raise num_samples")
 
 
 # --------------------------------------------------------------------------------------------
-# Features
-# --------------------------------------------------------------------------------------------
-@torch.no_grad()
-def extract_features(images: torch.Tensor, classifier=None, batch_size: int = 2000,
-                     check: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
-    """Classifier features and class probabilities of images [n, C, 28, 28].
-
-    Returns ``features`` [n, 128 * C] (channel features concatenated) and ``probs`` [n, C, 10].
-    """
-    if check:
-        images = check_images(images)
-    if classifier is None:
-        from ae_ot.evaluation.classifier import get_classifier
-
-        classifier = get_classifier()
-    classifier.eval()
-    n, c = images.shape[:2]
-    flat = images.reshape(n * c, 1, 28, 28)  # channel-major inside each image
-    feats, probs = [], []
-    for start in range(0, flat.shape[0], batch_size):
-        f, logits = classifier.features_and_logits(flat[start:start + batch_size])
-        feats.append(f)
-        probs.append(logits.softmax(1))
-    features = torch.cat(feats).reshape(n, c * feats[0].shape[1])
-    return features, torch.cat(probs).reshape(n, c, -1)
-
-
-# --------------------------------------------------------------------------------------------
 # Frechet distance
 # --------------------------------------------------------------------------------------------
-def gaussian_stats(features) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and (unbiased) covariance of features [n, d], in float64."""
-    x = check_features(features).double().numpy()
-    if x.shape[0] < 2:
-        raise ValueError(f"a covariance needs at least 2 samples, got {x.shape[0]}")
-    return x.mean(0), np.cov(x, rowvar=False).reshape(x.shape[1], x.shape[1])
-
-
 def _sqrt_psd(matrix: np.ndarray) -> np.ndarray:
     values, vectors = np.linalg.eigh((matrix + matrix.T) / 2)
     return (vectors * np.sqrt(np.clip(values, 0, None))) @ vectors.T
@@ -162,7 +96,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2) -> float:
     s1, s2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     d = mu1.shape[0]
     if mu2.shape != (d,) or s1.shape != (d, d) or s2.shape != (d, d):
-        raise ValueError(f"shapes disagree: mu1 {mu1.shape}, mu2 {mu2.shape}, sigma1 {s1.shape}, sigma2 {s2.shape}")
+        raise UserInputError(f"shapes disagree: mu1 {mu1.shape}, mu2 {mu2.shape}, sigma1 {s1.shape}, sigma2 {s2.shape}")
     root1 = _sqrt_psd(s1)
     cross = root1 @ s2 @ root1
     trace_cross = np.sqrt(np.clip(np.linalg.eigvalsh((cross + cross.T) / 2), 0, None)).sum()
@@ -235,7 +169,7 @@ def kl_to_uniform(counts) -> float:
     """KL(p || uniform) in nats for a histogram of counts over K classes (0 log 0 = 0)."""
     counts = np.asarray(counts, dtype=np.float64)
     if counts.ndim != 1 or counts.size == 0 or counts.sum() <= 0 or (counts < 0).any():
-        raise ValueError("counts must be a non-empty, non-negative histogram with a positive total")
+        raise UserInputError("counts must be a non-empty, non-negative histogram with a positive total")
     p = counts / counts.sum()
     nz = p > 0
     return float((p[nz] * np.log(p[nz] * counts.size)).sum())
@@ -246,7 +180,7 @@ def mode_stats(labels, num_modes: int, min_count: int = 1) -> dict:
     uniform (PacGAN's protocol counts a mode covered with ``min_count = 1``)."""
     labels = torch.as_tensor(labels).long().flatten()
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_modes):
-        raise ValueError(f"labels must lie in [0, {num_modes}), got [{int(labels.min())}, {int(labels.max())}]")
+        raise UserInputError(f"labels must lie in [0, {num_modes}), got [{int(labels.min())}, {int(labels.max())}]")
     counts = torch.bincount(labels, minlength=num_modes).numpy()
     return {"modes_covered": int((counts >= min_count).sum()), "num_modes": num_modes,
             "mode_min_count": int(min_count), "kl_to_uniform": kl_to_uniform(counts),
@@ -260,13 +194,11 @@ def minibatch_w2(real_features, fake_features, batch_size: int = 500, num_batche
     """Exact W2 between random equal-size minibatches of real and generated features (optimal
     assignment with squared Euclidean cost), ``sqrt(mean cost)`` averaged over ``num_batches``
     disjoint minibatch pairs (fewer when the sets are small)."""
-    from scipy.optimize import linear_sum_assignment
-
     real, fake = check_features(real_features, "real features"), check_features(fake_features, "generated features")
     if real.shape[1] != fake.shape[1]:
-        raise ValueError(f"feature dimensions differ: {real.shape[1]} vs {fake.shape[1]}")
+        raise UserInputError(f"feature dimensions differ: {real.shape[1]} vs {fake.shape[1]}")
     if batch_size <= 0 or num_batches <= 0:
-        raise ValueError("batch_size and num_batches must be positive")
+        raise UserInputError("batch_size and num_batches must be positive")
     b = min(batch_size, real.shape[0], fake.shape[0])
     pairs = max(1, min(num_batches, real.shape[0] // b, fake.shape[0] // b))
     g = torch.Generator().manual_seed(seed)
@@ -275,9 +207,7 @@ def minibatch_w2(real_features, fake_features, batch_size: int = 500, num_batche
     for i in range(pairs):
         x = real[pr[i * b:(i + 1) * b]].double()
         y = fake[pf[i * b:(i + 1) * b]].double()
-        cost = torch.cdist(x, y).pow(2).numpy()
-        rows, cols = linear_sum_assignment(cost)
-        values.append(math.sqrt(cost[rows, cols].mean()))
+        values.append(math.sqrt(float(exact_ot_equal_size(x, y)[0])))
     return float(np.mean(values))
 
 
@@ -302,12 +232,10 @@ def evaluate_samples(fake_images: torch.Tensor, *, classifier=None, reference=No
     n, c = fake_images.shape[:2]
     _check_k(n, max(k_pr, k_dc), "the k-NN metrics (precision/recall k=3, density/coverage k=5)",
              "generated samples (num_samples)")
-    from ae_ot.evaluation.reference import get_reference
-
     if reference is None:
         reference = get_reference(channels=c, classifier=classifier)
     if reference.channels != c:
-        raise ValueError(f"generated images have {c} channel(s) but the reference has {reference.channels}")
+        raise UserInputError(f"generated images have {c} channel(s) but the reference has {reference.channels}")
     classifier = reference.classifier
     fake_features, probs = extract_features(fake_images, classifier, check=False)
     m = min(num_reference or min(n, 10000), reference.features.shape[0])
@@ -322,7 +250,7 @@ def evaluate_samples(fake_images: torch.Tensor, *, classifier=None, reference=No
         labels, num_modes = digits[:, 0], 10
         min_count = max(1, math.ceil(class_min_fraction * n / num_modes))
     else:
-        labels = sum(digits[:, j] * 10 ** (c - 1 - j) for j in range(c))
+        labels = stacked_label(digits)
         num_modes, min_count = 10 ** c, 1
     modes = mode_stats(labels, num_modes, min_count)
     metrics = {

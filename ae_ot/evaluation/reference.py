@@ -9,7 +9,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ae_ot.evaluation.metrics import extract_features, gaussian_stats
+from ae_ot.checks import UserInputError
+from ae_ot.data import load_mnist, stacked_label, stacked_mnist_indices
+from ae_ot.evaluation.features import extract_features, gaussian_stats
+from ae_ot.io import atomic_torch_save, data_digest
 
 __all__ = ["RealReference", "mnist_split_features", "get_reference"]
 
@@ -33,12 +36,10 @@ class RealReference:
 def _disk_cached_features(classifier, images, labels, split: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Features and probabilities of a whole split, cached beside the classifier's weights
     (``classifier-<key>-features-<split>-<data digest>.pt``; about 33 MB for the training split)."""
-    from ae_ot.evaluation.classifier import _atomic_save, _data_digest
-
     cache_path = getattr(classifier, "cache_path", None)
     path = None
     if cache_path is not None:
-        digest = _data_digest(images, labels)[:12]
+        digest = data_digest(images, labels)[:12]
         path = Path(cache_path).with_name(f"{Path(cache_path).stem}-features-{split}-{digest}.pt")
         if path.is_file():
             try:
@@ -51,7 +52,7 @@ def _disk_cached_features(classifier, images, labels, split: str) -> tuple[torch
     probs = probs[:, 0]
     if path is not None:
         try:
-            _atomic_save({"features": features, "probs": probs}, path)
+            atomic_torch_save({"features": features, "probs": probs}, path)
         except OSError:
             pass  # a read-only cache only costs time
     return features, probs
@@ -60,12 +61,10 @@ def _disk_cached_features(classifier, images, labels, split: str) -> tuple[torch
 def mnist_split_features(classifier, split: str = "train", splits=None) -> tuple[torch.Tensor, torch.Tensor]:
     """Features [n, 128] and probabilities [n, 10] of every image of an MNIST split (cached)."""
     if split not in ("train", "test"):
-        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+        raise UserInputError(f"split must be 'train' or 'test', got {split!r}")
     key = (id(classifier), split, id(splits))
     if key not in _FEATURES:
         if splits is None:
-            from ae_ot.data import load_mnist
-
             splits = load_mnist()
         images = splits.train_images if split == "train" else splits.test_images
         labels = splits.train_labels if split == "train" else splits.test_labels
@@ -81,7 +80,7 @@ def get_reference(channels: int = 1, classifier=None, split: str = "train", num_
     triples of that split (their features are the cached single-digit features, concatenated).
     """
     if channels not in (1, 3):
-        raise ValueError(f"only 1-channel MNIST and 3-channel Stacked MNIST are supported, got {channels} channels")
+        raise UserInputError(f"only 1-channel MNIST and 3-channel Stacked MNIST are supported, got {channels} channels")
     if classifier is None:
         from ae_ot.evaluation.classifier import get_classifier
 
@@ -91,19 +90,14 @@ def get_reference(channels: int = 1, classifier=None, split: str = "train", num_
         return _REFERENCES[key]
     features, probs = mnist_split_features(classifier, split, splits)
     if splits is None:
-        from ae_ot.data import load_mnist
-
         splits = load_mnist()
     labels = splits.train_labels if split == "train" else splits.test_labels
     if channels == 1:
         description = f"MNIST {split} split ({features.shape[0]} images)"
     else:
-        from ae_ot.data import stacked_mnist_indices
-
         triples = stacked_mnist_indices(num_stacked, features.shape[0], seed)
         features = features[triples].reshape(num_stacked, -1)
-        digits = labels[triples]
-        labels = digits[:, 0] * 100 + digits[:, 1] * 10 + digits[:, 2]
+        labels = stacked_label(labels[triples])
         description = f"Stacked MNIST from the MNIST {split} split ({num_stacked} triples, seed {seed})"
     mu, sigma = gaussian_stats(features)
     reference = RealReference(channels, features, labels, mu, sigma, description, classifier)

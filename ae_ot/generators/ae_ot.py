@@ -32,32 +32,21 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from pathlib import Path
 from typing import Literal
 
 import torch
 from tqdm.auto import tqdm
 
-from ae_ot.generators.autoencoder import Autoencoder
+from ae_ot.checks import UserInputError
+from ae_ot.generators.autoencoder import Autoencoder, read_autoencoder_state
 from ae_ot.ot import SemiDiscreteOT
 from ae_ot.ot.extension import extended_map
 
 __all__ = ["AEOT", "OTSolutionMissingError"]
 
 
-class OTSolutionMissingError(ValueError):
+class OTSolutionMissingError(UserInputError):
     """Sampling was asked of an AE-OT model whose OT problem has not been solved."""
-
-
-def _load_autoencoder_state(path: str) -> dict:
-    """Encoder/decoder weights of an Autoencoder or AE-OT checkpoint (clear errors for a missing,
-    corrupt or non-Lightning file come from the shared checkpoint reader)."""
-    from pathlib import Path
-
-    from ae_ot.evaluation.loading import _read_checkpoint
-
-    state = _read_checkpoint(Path(path))["state_dict"]
-    return {k: v for k, v in state.items() if k.startswith(("encoder.", "decoder."))}
 
 
 #: images per encoder call. Under DDP each process encodes whole batches of this size, the same
@@ -122,7 +111,7 @@ class AEOT(Autoencoder):
 
     Parameters
     ----------
-    latent_dim, width, lr, loss, in_channels
+    latent_dim, width, lr, loss, channels
         The autoencoder's (see :class:`~ae_ot.generators.Autoencoder`).
     autoencoder_ckpt : str or None, default None
         Start from this autoencoder (or AE-OT) checkpoint's encoder/decoder weights. With
@@ -156,34 +145,34 @@ class AEOT(Autoencoder):
     """
 
     def __init__(self, latent_dim: int = 16, width: int = 16, lr: float = 2e-3,
-                 loss: Literal["bce", "mse"] = "bce", in_channels: int = 1,
+                 loss: Literal["bce", "mse"] = "bce", channels: int = 1,
                  autoencoder_ckpt: str | None = None, num_targets: int | None = None,
                  ot_method: Literal["default", "aeot"] = "default", ot_max_steps: int = 20000,
                  ot_time_limit: float | None = 150.0, ot_tol: float | None = None, ot_batch_size: int | None = None,
                  ot_backend: str = "auto", extension: Literal["extended", "none"] = "extended",
                  topk: int = 20, angle_threshold: float = 30.0, radius: float = 0.8, seed: int = 0,
                  grid_every_n_epochs: int = 1, grid_size: int = 64):
-        super().__init__(latent_dim, width, lr, loss, in_channels, grid_every_n_epochs, grid_size)
+        super().__init__(latent_dim, width, lr, loss, channels, grid_every_n_epochs, grid_size)
         if num_targets is not None and num_targets <= 1:
-            raise ValueError(f"num_targets must be > 1 or None (all codes), got {num_targets}")
+            raise UserInputError(f"num_targets must be > 1 or None (all codes), got {num_targets}")
         if extension not in ("extended", "none"):
-            raise ValueError(f"extension must be 'extended' or 'none', got {extension!r}")
+            raise UserInputError(f"extension must be 'extended' or 'none', got {extension!r}")
         if topk < 1:
-            raise ValueError(f"topk must be >= 1, got {topk}")
+            raise UserInputError(f"topk must be >= 1, got {topk}")
         if not 0 < angle_threshold <= 180:
-            raise ValueError(f"angle_threshold is in degrees and must be in (0, 180], got {angle_threshold}")
+            raise UserInputError(f"angle_threshold is in degrees and must be in (0, 180], got {angle_threshold}")
         if radius < 0:
-            raise ValueError(f"radius must be >= 0, got {radius}")
+            raise UserInputError(f"radius must be >= 0, got {radius}")
         if ot_tol is not None and ot_tol <= 0:
-            raise ValueError(f"ot_tol must be positive, got {ot_tol}")
+            raise UserInputError(f"ot_tol must be positive, got {ot_tol}")
         self.save_hyperparameters()
         if autoencoder_ckpt:
-            state = _load_autoencoder_state(autoencoder_ckpt)
+            state, _ = read_autoencoder_state(autoencoder_ckpt)
             try:
                 self.load_state_dict(state, strict=False)
             except RuntimeError as err:
-                raise ValueError(f"{autoencoder_ckpt} does not match this architecture "
-                                 f"(latent_dim={latent_dim}, width={width}): {err}") from err
+                raise UserInputError(f"{autoencoder_ckpt} does not match this architecture "
+                                     f"(latent_dim={latent_dim}, width={width}): {err}") from err
         # The OT solution; empty until solved (shapes are known only then). ot_targets [M, d] and
         # ot_weights [M] are the solver's own (merged, distinct) targets and masses; ot_weights is
         # empty in checkpoints written before it existed (uniform masses then).
@@ -211,7 +200,7 @@ class AEOT(Autoencoder):
             )
         n_targets, n_heights = self.ot_targets.shape[0], self.ot_heights.shape[0]
         if n_targets != n_heights or self.ot_weights.numel() not in (0, n_targets):
-            raise ValueError(
+            raise UserInputError(
                 f"the stored OT solution is inconsistent: one height and one weight per target are needed, got "
                 f"{n_targets} targets, {n_heights} heights and {self.ot_weights.numel()} weights. Solve it again "
                 "with `ae-ot fit --config models/ae_ot.yaml --model.autoencoder_ckpt=CKPT --trainer.max_epochs=0`.")
@@ -291,7 +280,7 @@ class AEOT(Autoencoder):
         """
         hp = self.hparams
         if codes.dim() != 2 or codes.shape[1] != self.latent_dim:
-            raise ValueError(f"codes must be [N, {self.latent_dim}], got {tuple(codes.shape)}")
+            raise UserInputError(f"codes must be [N, {self.latent_dim}], got {tuple(codes.shape)}")
         group, rank, world = None, 0, 1
         if distributed is not False:
             import torch.distributed as dist
@@ -345,9 +334,9 @@ class AEOT(Autoencoder):
         dist.all_reduce(low, op=dist.ReduceOp.MIN, group=group)
         dist.all_reduce(high, op=dist.ReduceOp.MAX, group=group)
         if not torch.equal(low, high):
-            raise ValueError("solve_ot(distributed=...) needs the same codes on every rank (all N codes in dataset "
-                             f"order, e.g. from encode_dataset(distributed=...)); the ranks' (N, sum, sum |z|) range "
-                             f"from {low.tolist()} to {high.tolist()}")
+            raise UserInputError("solve_ot(distributed=...) needs the same codes on every rank (all N codes in dataset "
+                                 f"order, e.g. from encode_dataset(distributed=...)); the ranks' (N, sum, sum |z|) range "
+                                 f"from {low.tolist()} to {high.tolist()}")
 
     # ---- generation ------------------------------------------------------------------------------
     def latent_samples(self, n: int, generator: torch.Generator, extension: str | None = None,
@@ -388,7 +377,7 @@ class AEOT(Autoencoder):
         trainer = self.trainer
         datamodule = trainer.datamodule
         if datamodule is None or getattr(datamodule, "train_set", None) is None:
-            raise ValueError("AE-OT needs a DataModule with a `train_set` (e.g. MNISTDataModule) to encode")
+            raise UserInputError("AE-OT needs a DataModule with a `train_set` (e.g. MNISTDataModule) to encode")
         distributed = _process_group(trainer)
         start = time.perf_counter()
         codes = self.encode_dataset(datamodule.train_set.images, progress=trainer.is_global_zero,
@@ -455,8 +444,8 @@ def _process_group(trainer):
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()):
-        raise ValueError(f"AE-OT's OT stage under a {trainer.world_size}-process strategy needs an initialised "
-                         f"torch.distributed process group; strategy {type(trainer.strategy).__name__} has none")
+        raise UserInputError(f"AE-OT's OT stage under a {trainer.world_size}-process strategy needs an initialised "
+                             f"torch.distributed process group; strategy {type(trainer.strategy).__name__} has none")
     return True
 
 
@@ -472,9 +461,9 @@ def _migrate_unmerged_solution(state: dict) -> None:
         return
     merged, weights, _ = merge_duplicate_codes(targets)
     if merged.shape[0] != heights.shape[0]:
-        raise ValueError(f"this AE-OT checkpoint holds {targets.shape[0]} codes ({merged.shape[0]} distinct) but "
-                         f"{heights.shape[0]} heights, so its OT solution cannot be used. Solve it again with "
-                         "`ae-ot fit --config models/ae_ot.yaml --model.autoencoder_ckpt=CKPT --trainer.max_epochs=0`.")
+        raise UserInputError(f"this AE-OT checkpoint holds {targets.shape[0]} codes ({merged.shape[0]} distinct) but "
+                             f"{heights.shape[0]} heights, so its OT solution cannot be used. Solve it again with "
+                             "`ae-ot fit --config models/ae_ot.yaml --model.autoencoder_ckpt=CKPT --trainer.max_epochs=0`.")
     warnings.warn(f"this AE-OT checkpoint was written before duplicate codes were stored merged: its "
                   f"{targets.shape[0]} codes were merged into the {merged.shape[0]} targets its heights belong to "
                   "(the checkpoint file is unchanged)", stacklevel=3)

@@ -7,11 +7,39 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 
+from ae_ot.checks import UserInputError
 from ae_ot.generators.base import GenerativeModel
+from ae_ot.io import read_checkpoint
 from ae_ot.nets import Decoder, Encoder
 
-__all__ = ["Autoencoder"]
+__all__ = ["Autoencoder", "read_autoencoder_state", "gaussian_sampler", "gaussian_cholesky", "sample_gaussian"]
 
+
+
+def read_autoencoder_state(path) -> tuple[dict, dict]:
+    """(encoder/decoder weights, hyper-parameters) of an Autoencoder, AE-OT or latent-flow checkpoint.
+
+    A missing, corrupt or non-Lightning file gets :func:`ae_ot.io.read_checkpoint`'s clear error.
+    """
+    checkpoint = read_checkpoint(path)
+    state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(("encoder.", "decoder."))}
+    return state, dict(checkpoint.get("hyper_parameters") or {})
+
+
+def gaussian_sampler(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The naive latent sampler's Gaussian fit of codes [N, d]: (mean [d], Cholesky factor [d, d]
+    of the covariance + 1e-6 I, the jitter keeping a rank-deficient fit factorisable)."""
+    return codes.mean(0), gaussian_cholesky(torch.cov(codes.T))
+
+
+def gaussian_cholesky(cov: torch.Tensor) -> torch.Tensor:
+    """Lower Cholesky factor [d, d] of cov + 1e-6 I."""
+    return torch.linalg.cholesky(cov + 1e-6 * torch.eye(cov.shape[0], dtype=cov.dtype))
+
+
+def sample_gaussian(mean: torch.Tensor, chol: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
+    """n codes [n, d] = mean + eps @ chol.T, eps ~ N(0, I) drawn from ``generator`` (CPU)."""
+    return mean + torch.randn(n, mean.shape[0], generator=generator) @ chol.T
 
 class Autoencoder(GenerativeModel):
     """Convolutional autoencoder x -> z = E(x) in R^d -> D(z) ~ x.
@@ -32,21 +60,21 @@ class Autoencoder(GenerativeModel):
     lr : float, default 2e-3
         Adam learning rate.
     loss : {"bce", "mse"}, default "bce"
-    in_channels : int, default 1
+    channels : int, default 1
     """
 
     def __init__(self, latent_dim: int = 16, width: int = 16, lr: float = 2e-3,
-                 loss: Literal["bce", "mse"] = "bce", in_channels: int = 1,
+                 loss: Literal["bce", "mse"] = "bce", channels: int = 1,
                  grid_every_n_epochs: int = 1, grid_size: int = 64):
         super().__init__(latent_dim, grid_every_n_epochs, grid_size)
         if lr <= 0:
-            raise ValueError(f"lr must be positive, got {lr}")
+            raise UserInputError(f"lr must be positive, got {lr}")
         if loss not in ("bce", "mse"):
-            raise ValueError(f"loss must be 'bce' or 'mse', got {loss!r}")
+            raise UserInputError(f"loss must be 'bce' or 'mse', got {loss!r}")
         self.save_hyperparameters()
-        self.image_shape = (in_channels, 28, 28)
-        self.encoder = Encoder(latent_dim, width, in_channels)
-        self.decoder = Decoder(latent_dim, width, in_channels)
+        self.image_shape = (channels, 28, 28)
+        self.encoder = Encoder(latent_dim, width, channels)
+        self.decoder = Decoder(latent_dim, width, channels)
         self.lr, self.loss_name = lr, loss
         # Gaussian fitted to the training codes (naive latent sampling), refreshed every epoch.
         self.register_buffer("code_mean", torch.zeros(latent_dim))
@@ -72,9 +100,7 @@ class Autoencoder(GenerativeModel):
 
     # ---- naive generator -------------------------------------------------------------------------
     def generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
-        noise = torch.randn(n, self.latent_dim, generator=generator)
-        chol = torch.linalg.cholesky(self.code_cov.cpu() + 1e-6 * torch.eye(self.latent_dim))
-        z = self.code_mean.cpu() + noise @ chol.T
+        z = sample_gaussian(self.code_mean.cpu(), gaussian_cholesky(self.code_cov.cpu()), n, generator)
         return self.decode(z.to(self.device))
 
     # ---- Lightning hooks -----------------------------------------------------------------------

@@ -8,15 +8,10 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from ae_ot.checks import UserInputError, require_positive_int
 from ae_ot.viz import make_grid, save_image_grid
 
-__all__ = ["GenerativeModel", "NoiseGenerativeModel", "check_num_samples"]
-
-
-def check_num_samples(n) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n <= 0:
-        raise ValueError(f"num_samples must be a positive integer, got {n!r}")
-    return n
+__all__ = ["GenerativeModel", "NoiseGenerativeModel"]
 
 
 class GenerativeModel(pl.LightningModule):
@@ -40,7 +35,7 @@ class GenerativeModel(pl.LightningModule):
     def __init__(self, latent_dim: int, grid_every_n_epochs: int = 1, grid_size: int = 64):
         super().__init__()
         if isinstance(latent_dim, bool) or not isinstance(latent_dim, int) or latent_dim <= 0:
-            raise ValueError(f"latent_dim must be a positive integer, got {latent_dim!r}")
+            raise UserInputError(f"latent_dim must be a positive integer, got {latent_dim!r}")
         self.latent_dim = latent_dim
         self.grid_every_n_epochs = grid_every_n_epochs
         self.grid_size = grid_size
@@ -56,7 +51,7 @@ class GenerativeModel(pl.LightningModule):
 
         The same ``seed`` gives the same images (noise is drawn on the CPU, then moved).
         """
-        check_num_samples(n)
+        require_positive_int(num_samples=n)
         generator = torch.Generator()
         generator.manual_seed(int(seed) if seed is not None else torch.seed())
         was_training = self.training
@@ -114,6 +109,18 @@ class NoiseGenerativeModel(GenerativeModel):
     minibatch Wasserstein). Subclasses build ``self.generator`` in ``__init__``."""
 
     generator: torch.nn.Module
+
+    def __init__(self, latent_dim: int, grid_every_n_epochs: int = 1, grid_size: int = 64):
+        super().__init__(latent_dim, grid_every_n_epochs, grid_size)
+        # Lightning's global_step counts every optimiser step (an adversarial model's critic steps
+        # too), so the generator's own updates are counted here, in a buffer saved in checkpoints.
+        self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
+
+    def count_generator_step(self, batch_size: int, prog_bar: bool = False) -> None:
+        """One generator update: ``generator_steps += 1``, logged as ``train/generator_steps``."""
+        self.generator_steps += 1
+        self.log("train/generator_steps", self.generator_steps.float(), prog_bar=prog_bar, on_step=True,
+                 on_epoch=False, batch_size=batch_size)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         return self.generator(z)

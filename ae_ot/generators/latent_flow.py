@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
 from typing import Literal
 
 import torch
 
+from ae_ot.checks import UserInputError
 from ae_ot.flow_matching import (
     VelocityField,
     check_coupling,
@@ -39,7 +39,7 @@ from ae_ot.flow_matching import (
     conditional_flow_matching_loss,
     integrate,
 )
-from ae_ot.generators.autoencoder import Autoencoder
+from ae_ot.generators.autoencoder import Autoencoder, read_autoencoder_state
 
 __all__ = ["LatentFlowMatching", "FlowNotTrainedError", "DEFAULT_AUTOENCODER_EPOCHS"]
 
@@ -48,18 +48,8 @@ __all__ = ["LatentFlowMatching", "FlowNotTrainedError", "DEFAULT_AUTOENCODER_EPO
 DEFAULT_AUTOENCODER_EPOCHS = 25
 
 
-class FlowNotTrainedError(ValueError):
+class FlowNotTrainedError(UserInputError):
     """Sampling was asked of a LatentFlowMatching model whose flow stage has not run yet."""
-
-
-def _read_autoencoder_checkpoint(path: str) -> tuple[dict, dict]:
-    """(encoder/decoder state, hyper-parameters) of a checkpoint; a missing, corrupt or
-    non-Lightning file gets the shared checkpoint reader's clear error."""
-    from ae_ot.evaluation.loading import _read_checkpoint
-
-    checkpoint = _read_checkpoint(Path(path))
-    state = {k: v for k, v in checkpoint["state_dict"].items() if k.startswith(("encoder.", "decoder."))}
-    return state, dict(checkpoint.get("hyper_parameters") or {})
 
 
 class LatentFlowMatching(Autoencoder):
@@ -67,7 +57,7 @@ class LatentFlowMatching(Autoencoder):
 
     Parameters
     ----------
-    latent_dim, width, lr, loss, in_channels
+    latent_dim, width, lr, loss, channels
         The autoencoder's (see :class:`~ae_ot.generators.Autoencoder`); they must match
         ``autoencoder_ckpt`` when one is given.
     autoencoder_ckpt : str or None, default None
@@ -94,25 +84,25 @@ class LatentFlowMatching(Autoencoder):
     """
 
     def __init__(self, latent_dim: int = 16, width: int = 16, lr: float = 2e-3,
-                 loss: Literal["bce", "mse"] = "bce", in_channels: int = 1,
+                 loss: Literal["bce", "mse"] = "bce", channels: int = 1,
                  autoencoder_ckpt: str | None = None, autoencoder_epochs: int | None = None,
                  flow_epochs: int = 60, coupling: Literal["ot", "independent"] = "ot", sigma: float = 0.0,
                  hidden_dim: int = 256, num_layers: int = 3, time_embedding_dim: int = 32,
                  flow_lr: float = 1e-3, solver: Literal["midpoint", "euler"] = "midpoint", num_steps: int = 20,
                  seed: int = 0, grid_every_n_epochs: int = 1, grid_size: int = 64):
-        super().__init__(latent_dim, width, lr, loss, in_channels, grid_every_n_epochs, grid_size)
+        super().__init__(latent_dim, width, lr, loss, channels, grid_every_n_epochs, grid_size)
         check_coupling(coupling)
         check_solver(solver)
         check_num_steps(num_steps)
         if autoencoder_epochs is not None and (isinstance(autoencoder_epochs, bool)
                                                or not isinstance(autoencoder_epochs, int) or autoencoder_epochs < 0):
-            raise ValueError(f"autoencoder_epochs must be an integer >= 0 or None, got {autoencoder_epochs!r}")
+            raise UserInputError(f"autoencoder_epochs must be an integer >= 0 or None, got {autoencoder_epochs!r}")
         if isinstance(flow_epochs, bool) or not isinstance(flow_epochs, int) or flow_epochs < 1:
-            raise ValueError(f"flow_epochs must be an integer >= 1, got {flow_epochs!r}")
+            raise UserInputError(f"flow_epochs must be an integer >= 1, got {flow_epochs!r}")
         if not flow_lr > 0:
-            raise ValueError(f"flow_lr must be positive, got {flow_lr!r}")
+            raise UserInputError(f"flow_lr must be positive, got {flow_lr!r}")
         if sigma < 0:
-            raise ValueError(f"sigma must be >= 0, got {sigma!r}")
+            raise UserInputError(f"sigma must be >= 0, got {sigma!r}")
         self.save_hyperparameters()
         if autoencoder_epochs is None:
             autoencoder_epochs = 0 if autoencoder_ckpt else DEFAULT_AUTOENCODER_EPOCHS
@@ -134,26 +124,27 @@ class LatentFlowMatching(Autoencoder):
 
     def _load_autoencoder(self, path: str) -> None:
         try:
-            state, hparams = _read_autoencoder_checkpoint(path)
+            state, hparams = read_autoencoder_state(path)
         except FileNotFoundError as err:
-            raise ValueError(f"autoencoder_ckpt must be an existing checkpoint file, got {path!r} "
-                             "(no such file)") from err
+            raise UserInputError(f"autoencoder_ckpt must be an existing checkpoint file, got {path!r} "
+                                 "(no such file)") from err
         expected = [k for k in self.state_dict() if k.startswith(("encoder.", "decoder."))]
         if not state:
-            raise ValueError(f"autoencoder_ckpt must hold an autoencoder's encoder and decoder weights "
-                             f"(encoder.*, decoder.*), got {path} with none (it holds a "
-                             f"{hparams.get('_class_path', 'checkpoint without them')})")
-        theirs = {k: hparams.get(k) for k in ("latent_dim", "width", "in_channels") if k in hparams}
+            raise UserInputError(f"autoencoder_ckpt must hold an autoencoder's encoder and decoder weights "
+                                 f"(encoder.*, decoder.*), got {path} with none (it holds a "
+                                 f"{hparams.get('_class_path', 'checkpoint without them')})")
+        hparams.setdefault("channels", hparams.get("in_channels", 1))  # "in_channels" before 2026-12
+        theirs = {k: hparams.get(k) for k in ("latent_dim", "width", "channels") if k in hparams}
         ours = {"latent_dim": self.hparams.latent_dim, "width": self.hparams.width,
-                "in_channels": self.hparams.in_channels}
+                "channels": self.hparams.channels}
         missing = sorted(set(expected) - set(state))
         try:
             if missing:
                 raise RuntimeError(f"missing keys {missing[:4]}")
             self.load_state_dict(state, strict=False)
         except RuntimeError as err:
-            raise ValueError(f"autoencoder_ckpt must match this model's autoencoder ({ours}), got {path} "
-                             f"with {theirs or 'another architecture'}: {str(err)[:300]}") from err
+            raise UserInputError(f"autoencoder_ckpt must match this model's autoencoder ({ours}), got {path} "
+                                 f"with {theirs or 'another architecture'}: {str(err)[:300]}") from err
 
     # ---- the flow ---------------------------------------------------------------------------------
     @property
@@ -205,7 +196,7 @@ class LatentFlowMatching(Autoencoder):
     def on_fit_start(self) -> None:
         max_epochs = self.trainer.max_epochs
         if max_epochs is not None and max_epochs != -1 and max_epochs <= self.autoencoder_epochs:
-            raise ValueError(
+            raise UserInputError(
                 f"trainer.max_epochs must exceed autoencoder_epochs={self.autoencoder_epochs} (epochs "
                 f"[0, {self.autoencoder_epochs}) train the autoencoder, later ones the flow), got {max_epochs}")
 
@@ -213,8 +204,8 @@ class LatentFlowMatching(Autoencoder):
         """Encode the train (and val) split once with the frozen encoder and fix the normalisation."""
         datamodule = self.trainer.datamodule
         if datamodule is None or getattr(datamodule, "train_set", None) is None:
-            raise ValueError("LatentFlowMatching needs a DataModule with a `train_set` (e.g. MNISTDataModule) "
-                             "to encode its training codes")
+            raise UserInputError("LatentFlowMatching needs a DataModule with a `train_set` (e.g. MNISTDataModule) "
+                                 "to encode its training codes")
         started = time.perf_counter()
         codes = self.encode_images(datamodule.train_set.images)
         if not self.flow_is_trained:      # a resumed run keeps the stored normalisation

@@ -8,8 +8,8 @@ from typing import Literal
 
 import torch
 
+from ae_ot.checks import MODEL_HINT, UserInputError, require_positive, require_positive_int
 from ae_ot.generators.base import NoiseGenerativeModel
-from ae_ot.generators.wgan import require_positive
 from ae_ot.nets import make_generator
 from ae_ot.ot.minibatch import debiased_minibatch_wasserstein, minibatch_wasserstein
 
@@ -48,19 +48,18 @@ class MinibatchWassersteinGenerator(NoiseGenerativeModel):
                  debiased: bool = False, grid_every_n_epochs: int = 1, grid_size: int = 64, channels: int = 1,
                  net: Literal["conv", "mlp"] = "conv", data_dim: int = 2):
         super().__init__(latent_dim, grid_every_n_epochs, grid_size)
-        require_positive(int, width=width, m=m, k=k, channels=channels, data_dim=data_dim)
-        require_positive(float, lr=lr)
+        require_positive_int(MODEL_HINT, width=width, m=m, k=k, channels=channels, data_dim=data_dim)
+        require_positive(MODEL_HINT, lr=lr)
         self.save_hyperparameters()
         self.lr, self.m, self.k, self.debiased = lr, m, k, bool(debiased)
         self.generator = make_generator(net, latent_dim, width, channels, data_dim=data_dim)
-        self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
         self._warned_small_batch = False
 
     def on_fit_start(self) -> None:
         datamodule = getattr(self.trainer, "datamodule", None)
         batch_size = getattr(datamodule, "batch_size", None)
         if isinstance(batch_size, int) and self.m > batch_size:
-            raise ValueError(
+            raise UserInputError(
                 f"m={self.m} is larger than the batch size {batch_size}; set --model.init_args.m <= "
                 f"{batch_size} or --data.init_args.batch_size >= {self.m}"
             )
@@ -80,10 +79,9 @@ class MinibatchWassersteinGenerator(NoiseGenerativeModel):
             return None
         fake = self.generator(torch.randn(b, self.latent_dim, device=self.device))
         loss = self.loss(fake, real)
-        self.generator_steps += 1
         self.log("train/minibatch_wasserstein", loss.detach(), prog_bar=True, on_step=True, on_epoch=True,
                  batch_size=b)
-        self.log("train/generator_steps", self.generator_steps.float(), on_step=True, on_epoch=False, batch_size=b)
+        self.count_generator_step(b)
         return loss
 
     def configure_optimizers(self):

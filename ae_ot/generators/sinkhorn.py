@@ -8,8 +8,8 @@ from typing import Literal
 
 import torch
 
+from ae_ot.checks import MODEL_HINT, UserInputError, require_positive, require_positive_int
 from ae_ot.generators.base import NoiseGenerativeModel
-from ae_ot.generators.wgan import require_positive
 from ae_ot.nets import make_generator
 from ae_ot.ot.minibatch import sinkhorn_divergence
 
@@ -76,23 +76,22 @@ class SinkhornGenerator(NoiseGenerativeModel):
                  grid_every_n_epochs: int = 1, grid_size: int = 64, channels: int = 1,
                  net: Literal["conv", "mlp"] = "conv", data_dim: int = 2):
         super().__init__(latent_dim, grid_every_n_epochs, grid_size)
-        require_positive(int, width=width, p=p, channels=channels, data_dim=data_dim)
-        require_positive(float, lr=lr, blur=blur)
+        require_positive_int(MODEL_HINT, width=width, p=p, channels=channels, data_dim=data_dim)
+        require_positive(MODEL_HINT, lr=lr, blur=blur)
         if isinstance(scaling, bool) or not isinstance(scaling, (int, float)) or not 0 < scaling < 1:
-            raise ValueError(f"scaling must be in (0, 1), got {scaling!r}")
+            raise UserInputError(f"scaling must be in (0, 1), got {scaling!r}")
         if backend not in ("auto", "tensorized", "online", "multiscale"):
-            raise ValueError(f"backend must be 'auto', 'tensorized', 'online' or 'multiscale', got {backend!r}")
+            raise UserInputError(f"backend must be 'auto', 'tensorized', 'online' or 'multiscale', got {backend!r}")
         if cost_space not in ("pixels", "codes"):
-            raise ValueError(f"cost_space must be 'pixels' or 'codes', got {cost_space!r}")
+            raise UserInputError(f"cost_space must be 'pixels' or 'codes', got {cost_space!r}")
         if cost_space == "codes" and not encoder_checkpoint:
-            raise ValueError("cost_space='codes' needs encoder_checkpoint (an Autoencoder .ckpt); "
-                             "pass --model.init_args.encoder_checkpoint=<path> or use cost_space='pixels'")
+            raise UserInputError("cost_space='codes' needs encoder_checkpoint (an Autoencoder .ckpt); "
+                                 "pass --model.init_args.encoder_checkpoint=<path> or use cost_space='pixels'")
         self.save_hyperparameters()
         self.lr, self.blur, self.p, self.scaling = lr, float(blur), p, float(scaling)
         self.backend, self.cost_space = backend, cost_space
         self.generator = make_generator(net, latent_dim, width, channels, data_dim=data_dim)
         self.encoder = load_frozen_encoder(encoder_checkpoint) if cost_space == "codes" else None
-        self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -118,10 +117,9 @@ class SinkhornGenerator(NoiseGenerativeModel):
         real = batch[0] if isinstance(batch, (tuple, list)) else batch
         fake = self.generator(torch.randn(real.shape[0], self.latent_dim, device=self.device))
         loss = self.divergence(fake, real)
-        self.generator_steps += 1
         b = real.shape[0]
         self.log("train/sinkhorn_divergence", loss.detach(), prog_bar=True, on_step=True, on_epoch=True, batch_size=b)
-        self.log("train/generator_steps", self.generator_steps.float(), on_step=True, on_epoch=False, batch_size=b)
+        self.count_generator_step(b)
         return loss
 
     def configure_optimizers(self):

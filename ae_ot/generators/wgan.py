@@ -16,19 +16,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from ae_ot.checks import MODEL_HINT, UserInputError, require_positive, require_positive_int
 from ae_ot.generators.base import NoiseGenerativeModel
 from ae_ot.nets import make_critic, make_generator
 
-__all__ = ["WGAN", "WGANGP", "gradient_penalty", "require_positive"]
-
-
-def require_positive(kind: type = float, **values) -> None:
-    """Raise a ``ValueError`` naming the parameter unless each value is a positive ``kind``."""
-    for name, value in values.items():
-        ok_type = isinstance(value, int) if kind is int else isinstance(value, (int, float))
-        if isinstance(value, bool) or not ok_type or not value > 0:
-            what = "a positive integer" if kind is int else "a positive number"
-            raise ValueError(f"{name} must be {what}, got {value!r}; pass e.g. --model.init_args.{name}=<{what}>")
+__all__ = ["WGAN", "WGANGP", "gradient_penalty"]
 
 
 def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
@@ -40,7 +32,7 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
     back-propagated into the critic's weights; ``grad_norms`` [B] are detached.
     """
     if real.shape != fake.shape:
-        raise ValueError(f"real and fake batches differ in shape: {tuple(real.shape)} vs {tuple(fake.shape)}")
+        raise UserInputError(f"real and fake batches differ in shape: {tuple(real.shape)} vs {tuple(fake.shape)}")
     shape = (real.shape[0],) + (1,) * (real.dim() - 1)
     t = torch.rand(shape, generator=generator, device=real.device if generator is None else "cpu").to(real)
     interpolates = (t * real.detach() + (1 - t) * fake.detach()).requires_grad_(True)
@@ -57,15 +49,14 @@ class _WassersteinGAN(NoiseGenerativeModel):
                  grid_every_n_epochs: int, grid_size: int, channels: int = 1, batch_norm: bool = False,
                  net: str = "conv", data_dim: int = 2):
         super().__init__(latent_dim, grid_every_n_epochs, grid_size)
-        require_positive(int, width=width, n_critic=n_critic, channels=channels, data_dim=data_dim)
+        require_positive_int(MODEL_HINT, width=width, n_critic=n_critic, channels=channels, data_dim=data_dim)
         critic_width = width if critic_width is None else critic_width
-        require_positive(int, critic_width=critic_width)
+        require_positive_int(MODEL_HINT, critic_width=critic_width)
         self.automatic_optimization = False
         self.n_critic = n_critic
         # batch norm only ever in the generator: the critic's gradient penalty is per sample
         self.generator = make_generator(net, latent_dim, width, channels, batch_norm, data_dim)
         self.critic = make_critic(net, critic_width, channels, data_dim)
-        self.register_buffer("generator_steps", torch.zeros((), dtype=torch.long))
         self.register_buffer("critic_steps", torch.zeros((), dtype=torch.long))
 
     # ---- model ---------------------------------------------------------------------------------
@@ -107,14 +98,12 @@ class _WassersteinGAN(NoiseGenerativeModel):
             self.manual_backward(loss_g)
             opt_g.step()
             self.critic.requires_grad_(True)
-            self.generator_steps += 1
+            self.count_generator_step(b, prog_bar=True)
             self.log("train/generator_loss", loss_g.detach(), on_step=True, on_epoch=False, batch_size=b)
 
         self.log("train/wasserstein_estimate", wasserstein.detach(), prog_bar=True, on_step=True, on_epoch=True,
                  batch_size=b)
         self.log("train/critic_loss", loss_c.detach(), on_step=True, on_epoch=False, batch_size=b)
-        self.log("train/generator_steps", self.generator_steps.float(), prog_bar=True, on_step=True,
-                 on_epoch=False, batch_size=b)
         if norms is not None:
             self.log("train/gp_grad_norm", norms.mean(), on_step=True, on_epoch=True, batch_size=b)
 
@@ -156,9 +145,9 @@ class WGAN(_WassersteinGAN):
                  net: Literal["conv", "mlp"] = "conv", data_dim: int = 2):
         super().__init__(latent_dim, width, critic_width, n_critic, grid_every_n_epochs, grid_size, channels,
                          batch_norm, net, data_dim)
-        require_positive(float, lr=lr, clip_value=clip_value)
+        require_positive(MODEL_HINT, lr=lr, clip_value=clip_value)
         if isinstance(diagnostic_every, bool) or not isinstance(diagnostic_every, int) or diagnostic_every < 0:
-            raise ValueError(f"diagnostic_every must be an integer >= 0 (0 disables), got {diagnostic_every!r}")
+            raise UserInputError(f"diagnostic_every must be an integer >= 0 (0 disables), got {diagnostic_every!r}")
         self.save_hyperparameters()
         self.lr, self.clip_value, self.diagnostic_every = lr, clip_value, diagnostic_every
         self.after_critic_step()  # start inside the clipping box
@@ -210,10 +199,10 @@ class WGANGP(_WassersteinGAN):
                  batch_norm: bool = False, net: Literal["conv", "mlp"] = "conv", data_dim: int = 2):
         super().__init__(latent_dim, width, critic_width, n_critic, grid_every_n_epochs, grid_size, channels,
                          batch_norm, net, data_dim)
-        require_positive(float, lr=lr, gp_weight=gp_weight)
+        require_positive(MODEL_HINT, lr=lr, gp_weight=gp_weight)
         for name, beta in (("beta1", beta1), ("beta2", beta2)):
             if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not 0 <= beta < 1:
-                raise ValueError(f"{name} must be in [0, 1), got {beta!r}")
+                raise UserInputError(f"{name} must be in [0, 1), got {beta!r}")
         self.save_hyperparameters()
         self.lr, self.betas, self.gp_weight = lr, (beta1, beta2), gp_weight
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import torch
 
+from ae_ot.checks import UserInputError
 from ae_ot.ot.kernels import topk_scores
 
 __all__ = ["ShardComm", "sharded_topk"]
@@ -36,8 +37,8 @@ class ShardComm:
             import torch.distributed as dist
 
             if not dist.is_available() or not dist.is_initialized():
-                raise ValueError("distributed=True needs an initialised torch.distributed process group; "
-                                 "call torch.distributed.init_process_group(...) first, or pass distributed=False")
+                raise UserInputError("distributed=True needs an initialised torch.distributed process group; "
+                                     "call torch.distributed.init_process_group(...) first, or pass distributed=False")
 
     @property
     def rank(self) -> int:

@@ -42,6 +42,8 @@ import math
 
 import torch
 
+from ae_ot.checks import UserInputError
+
 __all__ = ["normal_angles", "extended_map", "ExtendedMapStats"]
 
 
@@ -96,11 +98,11 @@ def extended_map(scores: torch.Tensor, indices: torch.Tensor, targets: torch.Ten
     [M, d] generated points (and the stats when asked).
     """
     if scores.shape != indices.shape or scores.dim() != 2:
-        raise ValueError(f"scores {tuple(scores.shape)} and indices {tuple(indices.shape)} must be the same [M, K]")
+        raise UserInputError(f"scores {tuple(scores.shape)} and indices {tuple(indices.shape)} must be the same [M, K]")
     if radius < 0 or not math.isfinite(radius):
-        raise ValueError(f"radius must be a finite number >= 0, got {radius}")
+        raise UserInputError(f"radius must be a finite number >= 0, got {radius}")
     if not 0 <= angle_threshold <= math.pi:
-        raise ValueError(f"angle_threshold must be in [0, pi] radians, got {angle_threshold}")
+        raise UserInputError(f"angle_threshold must be in [0, pi] radians, got {angle_threshold}")
     winners = indices[:, 0]
     y_win = targets[winners]
     if indices.shape[1] == 1 or radius == 0:

@@ -10,7 +10,9 @@ much as M / batch_size solver steps, and a precise one (noise floor tol / 2) can
 the whole solve. So the driver keeps the evaluations under ``EVAL_FRACTION`` of the solver time,
 and screens first: cheap evaluations (noise floors ~ 2 tol, then ~ tol; each costs a quarter of the
 next) decide whether the precise one is worth running, so an iterate far from tol costs a small
-evaluation only. The stop is always decided by the precise evaluation (or by exact areas in 2-D).
+evaluation only. The stages draw one growing stream of samples, so the precise evaluation reuses
+the screens' samples. The stop is always decided by the precise evaluation (or by exact areas in
+2-D).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from ae_ot.checks import UserInputError
 from ae_ot.ot.methods import EXACT2D_MAX_TARGETS, make_method, resolve_method
 from ae_ot.ot.sources import derive_seed
 from ae_ot.ot.unit_problem import noise_floor
@@ -113,6 +116,36 @@ class _Evaluator:
         result["kind"] = "exact" if self.exact else kind
         return result
 
+    def staged(self, state: dict) -> "_StagedEvaluation":
+        """A held-out evaluation of this iterate that can grow: the screens' samples count again in
+        the precise evaluation (Monte Carlo only)."""
+        return _StagedEvaluation(self, state)
+
+
+class _StagedEvaluation:
+    """One stream of fresh held-out samples at one iterate, grown in stages.
+
+    Cell counts of the stages add up, so screening at M_1 < M_2 < ... samples costs M_last samples
+    in all, not M_1 + M_2 + ...: the precise evaluation reuses the screens' samples (with the
+    screens at floors 2 tol and tol and the precise one at tol / 2, a quarter of its samples).
+    """
+
+    def __init__(self, evaluator: _Evaluator, state: dict):
+        self.unit = evaluator.ot.unit
+        self.heights = evaluator.method.solution(state)
+        self.generator = torch.Generator().manual_seed(derive_seed(evaluator.ot.seed, EVAL_STREAM, state["step"]))
+        self.counts, self.samples = None, 0
+
+    def grow_to(self, samples: int, kind: str) -> dict:
+        """Errors on the first ``samples`` samples of the stream (drawing only the new ones)."""
+        if samples > self.samples:
+            counts = self.unit.cell_counts(self.heights, samples - self.samples, self.generator)
+            self.counts = counts if self.counts is None else self.counts + counts
+            self.samples = samples
+        result = self.unit.errors_from_measures(self.counts / self.samples, self.samples)
+        result["kind"] = kind
+        return result
+
 
 def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, callback, checkpoint_path,
             checkpoint_every, eval_every, eval_samples, lr, resume, eval_times, exact_eval, options):
@@ -120,19 +153,19 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     method = resolve_method(method, ot.unit)
     solver = make_method(method, ot.unit, ot.seed, dict(options))
     if tol is not None and not tol > 0:
-        raise ValueError(f"tol must be positive, got {tol!r}")
+        raise UserInputError(f"tol must be positive, got {tol!r}")
     if time_limit is not None and not time_limit > 0:
-        raise ValueError(f"time_limit must be positive seconds, got {time_limit!r}")
+        raise UserInputError(f"time_limit must be positive seconds, got {time_limit!r}")
     max_steps = solver.default_max_steps if max_steps is None else int(max_steps)
     if max_steps < 1:
-        raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        raise UserInputError(f"max_steps must be >= 1, got {max_steps}")
     batch_size = int(batch_size or solver.default_batch_size())
     if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        raise UserInputError(f"batch_size must be >= 1, got {batch_size}")
     n = ot.num_targets
     exact = ot.exact_measures_available() and n <= EXACT2D_MAX_TARGETS if exact_eval is None else bool(exact_eval)
     if exact and not ot.exact_measures_available():
-        raise ValueError(f"exact_eval=True needs a 2-D problem in one process; this one has d = {ot.dim}")
+        raise UserInputError(f"exact_eval=True needs a 2-D problem in one process; this one has d = {ot.dim}")
     adaptive = tol is not None and eval_every is None
     if eval_samples is None:
         eval_samples = _samples_for_floor(tol / 2, n) if tol else 1 << 20
@@ -168,7 +201,7 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     if lr is None:
         lr = solver.default_lr()
     if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
+        raise UserInputError(f"lr must be positive, got {lr!r}")
 
     bar = _progress_bar(ot, method, report, state, max_steps, time_limit) if progress else None
     solver_time, eval_time = report.wall_time, report.eval_time  # continue the clocks of a resumed run
@@ -176,10 +209,10 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     pending_times = sorted(t for t in (eval_times or []) if t > solver_time)
     next_adaptive_eval = 0.0  # solver time of the next adaptive evaluation
 
-    def record(kind: str, samples: int | None = None) -> dict:
+    def record(kind: str, samples: int | None = None, staged: _StagedEvaluation | None = None) -> dict:
         nonlocal eval_time, last_eval
         started = time.perf_counter()
-        result = evaluate(state, kind, samples)
+        result = evaluate(state, kind, samples) if staged is None else staged.grow_to(samples, kind)
         eval_time += time.perf_counter() - started
         if ot.comm.enabled:  # the adaptive schedule reads it: the same value on every rank
             eval_time = float(ot.comm.allreduce(torch.tensor([eval_time], dtype=torch.float64,
@@ -218,12 +251,13 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
                     pending_times.pop(0)
             if adaptive and not stop and solver_time >= next_adaptive_eval and state["step"] >= 5:
                 result = None
+                staged = None if exact else evaluate.staged(state)
                 for samples, margin in evaluate.screen_levels:
-                    result = record("screen", samples)
+                    result = record("screen", samples, staged)
                     if result["mean_rel_corrected"] > margin * tol:
                         break  # clearly above tol: no need to look closer yet
                 else:
-                    result = record("precise")
+                    result = record("precise", evaluate.precise_samples, staged)
                 rec.update(result)
                 if result["kind"] != "screen" and result["mean_rel_corrected"] <= tol:
                     stop = "tol"

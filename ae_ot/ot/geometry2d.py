@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ae_ot.checks import UserInputError
 from ae_ot.ot.sources import as_box
 
 __all__ = ["power_cells_2d", "exact_cell_measures_2d", "polygon_area", "PowerDiagram2D", "power_diagram_2d"]
@@ -161,7 +162,7 @@ def power_cells_2d(targets: torch.Tensor, heights: torch.Tensor, low=0.0, high=1
     y = targets.detach().double().cpu().numpy()
     h = heights.detach().double().cpu().numpy()
     if y.ndim != 2 or y.shape[1] != 2 or h.shape != (y.shape[0],):
-        raise ValueError(f"power_cells_2d needs targets [N, 2] and heights [N], got {y.shape} and {h.shape}")
+        raise UserInputError(f"power_cells_2d needs targets [N, 2] and heights [N], got {y.shape} and {h.shape}")
     lo, hi = (t.double().cpu().numpy() for t in as_box(low, high, 2, dtype=torch.float64))
     box = np.array([[lo[0], lo[1]], [hi[0], lo[1]], [hi[0], hi[1]], [lo[0], hi[1]]])
     # Work relative to the box centre: smaller magnitudes, fewer rounding errors near ties.

@@ -25,6 +25,8 @@ import os
 
 import torch
 
+from ae_ot.checks import UserInputError
+
 __all__ = [
     "resolve_backend",
     "topk_scores",
@@ -55,7 +57,7 @@ def resolve_backend(backend: str, device: torch.device, dim: int) -> str:
     CUDA rule is not measured in this project yet (no GPU in CI).
     """
     if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        raise UserInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
         return backend
     if torch.device(device).type == "cuda" and dim <= 8 and keops_available():
@@ -112,7 +114,7 @@ def tile_plan(m: int, n: int, k: int, device: torch.device, dtype: torch.dtype,
 def _matmul_precision(device: torch.device, precision: str):
     """``"highest"``: full float32. ``"tf32"`` (CUDA only): TF32 tensor-core inputs, float32 accumulation."""
     if precision not in ("highest", "tf32"):
-        raise ValueError(f"precision must be 'highest' or 'tf32', got {precision!r}")
+        raise UserInputError(f"precision must be 'highest' or 'tf32', got {precision!r}")
     if precision == "tf32" and torch.device(device).type == "cuda":
         old = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = True
@@ -250,11 +252,11 @@ def topk_scores(x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, k: int = 1, b
         Target indices of those scores.
     """
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
-        raise ValueError(f"x must be [M, d] and y [N, d] with the same d, got {tuple(x.shape)} and {tuple(y.shape)}")
+        raise UserInputError(f"x must be [M, d] and y [N, d] with the same d, got {tuple(x.shape)} and {tuple(y.shape)}")
     if not 1 <= k <= y.shape[0]:
-        raise ValueError(f"k must be in [1, N={y.shape[0]}], got {k}")
+        raise UserInputError(f"k must be in [1, N={y.shape[0]}], got {k}")
     if x.device != y.device:
-        raise ValueError(f"samples are on {x.device} but targets on {y.device}; move them to one device")
+        raise UserInputError(f"samples are on {x.device} but targets on {y.device}; move them to one device")
     h = h.to(y.dtype)
     x = x.to(y.dtype)
     if x.shape[0] == 0:

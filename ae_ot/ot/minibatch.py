@@ -1,5 +1,7 @@
-"""Minibatch optimal-transport losses: exact minibatch Wasserstein (seed 000) and the debiased
-Sinkhorn divergence (seed 003). Pure torch + scipy (+ GeomLoss for Sinkhorn); never imports Lightning.
+"""Minibatch optimal-transport losses: exact minibatch Wasserstein (Fatras et al., "Learning with
+minibatch Wasserstein: asymptotic and gradient properties", AISTATS 2020) and the debiased Sinkhorn
+divergence (Feydy et al., "Interpolating between optimal transport and MMD using Sinkhorn
+divergences", AISTATS 2019). Pure torch + scipy (+ GeomLoss for Sinkhorn); never imports Lightning.
 
 Exact minibatch OT
 ------------------
@@ -30,6 +32,8 @@ import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from ae_ot.checks import UserInputError
+
 __all__ = [
     "squared_euclidean_cost",
     "assignment",
@@ -58,12 +62,12 @@ def _is_positive_int(value) -> bool:
 def check_minibatch_args(m, k=1, n: int | None = None, n_other: int | None = None) -> None:
     """Raise ``ValueError`` unless ``m`` and ``k`` are positive integers and ``m`` <= both sizes."""
     if not _is_positive_int(m):
-        raise ValueError(f"m (minibatch size) must be a positive integer, got {m!r}")
+        raise UserInputError(f"m (minibatch size) must be a positive integer, got {m!r}")
     if not _is_positive_int(k):
-        raise ValueError(f"k (number of minibatch pairs) must be a positive integer, got {k!r}")
+        raise UserInputError(f"k (number of minibatch pairs) must be a positive integer, got {k!r}")
     for name, size in (("x", n), ("y", n_other)):
         if size is not None and m > size:
-            raise ValueError(
+            raise UserInputError(
                 f"m={m} is larger than the number of points in {name} ({size}); "
                 f"use m <= {size} (or a larger batch)"
             )
@@ -71,7 +75,7 @@ def check_minibatch_args(m, k=1, n: int | None = None, n_other: int | None = Non
 
 def _flat(x: torch.Tensor, name: str) -> torch.Tensor:
     if x.dim() < 1 or x.shape[0] == 0:
-        raise ValueError(f"{name} must hold at least one point, got shape {tuple(x.shape)}")
+        raise UserInputError(f"{name} must hold at least one point, got shape {tuple(x.shape)}")
     return x.reshape(x.shape[0], -1) if x.dim() != 2 else x
 
 
@@ -82,7 +86,7 @@ def squared_euclidean_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``C[i, j] = |x_i - y_j|^2`` for x [n, D], y [m, D] (images are flattened), differentiable."""
     x, y = _flat(x, "x"), _flat(y, "y")
     if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y have different dimensions: {x.shape[1]} vs {y.shape[1]}")
+        raise UserInputError(f"x and y have different dimensions: {x.shape[1]} vs {y.shape[1]}")
     cost = (x * x).sum(1, keepdim=True) + (y * y).sum(1)[None, :] - 2.0 * x @ y.T
     return cost.clamp_min(0.0)
 
@@ -90,9 +94,9 @@ def squared_euclidean_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 def assignment(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimal assignment (rows, cols) of a square cost matrix, exact (scipy's Hungarian variant)."""
     if cost.dim() != 2:
-        raise ValueError(f"cost must be a matrix, got shape {tuple(cost.shape)}")
+        raise UserInputError(f"cost must be a matrix, got shape {tuple(cost.shape)}")
     if cost.shape[0] != cost.shape[1]:
-        raise ValueError(
+        raise UserInputError(
             f"the exact minibatch OT solves an assignment problem and needs two minibatches of the "
             f"same size with uniform weights, got sizes {cost.shape[0]} and {cost.shape[1]}; "
             "draw equal-size minibatches (same m for both sides)"
@@ -109,7 +113,7 @@ def exact_ot_equal_size(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor,
     """
     x, y = _flat(x, "x"), _flat(y, "y")
     if x.shape[0] != y.shape[0]:
-        raise ValueError(
+        raise UserInputError(
             f"the exact minibatch OT solves an assignment problem and needs two minibatches of the "
             f"same size with uniform weights, got sizes {x.shape[0]} and {y.shape[0]}; "
             "draw equal-size minibatches (same m for both sides)"
@@ -167,7 +171,7 @@ def _all_pairs(n: int, n_other: int, m: int):
     check_minibatch_args(m, 1, n, n_other)
     count = math.comb(n, m) * math.comb(n_other, m)
     if count > MAX_COMPLETE_PAIRS:
-        raise ValueError(
+        raise UserInputError(
             f"the complete estimator averages over C({n},{m}) * C({n_other},{m}) = {count} minibatch "
             f"pairs (limit {MAX_COMPLETE_PAIRS}); use the incomplete estimator (k random pairs) instead"
         )
@@ -241,9 +245,9 @@ def sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, blur: float = 1.0, p: 
     "online" (KeOps, never stores the matrix; large batches on GPU), or "multiscale"/"auto".
     """
     if not isinstance(blur, (int, float)) or isinstance(blur, bool) or blur <= 0:
-        raise ValueError(f"blur must be a positive number, got {blur!r}")
+        raise UserInputError(f"blur must be a positive number, got {blur!r}")
     if backend not in ("tensorized", "online", "multiscale", "auto"):
-        raise ValueError(f"backend must be 'tensorized', 'online', 'multiscale' or 'auto', got {backend!r}")
+        raise UserInputError(f"backend must be 'tensorized', 'online', 'multiscale' or 'auto', got {backend!r}")
     from geomloss import SamplesLoss  # imported lazily: it pulls pykeops
 
     x, y = _flat(x, "x"), _flat(y, "y")

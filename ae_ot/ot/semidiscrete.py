@@ -26,34 +26,25 @@ of :mod:`ae_ot.ot.methods`.
 
 from __future__ import annotations
 
-import os
 import warnings
-from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from ae_ot.checks import UserInputError
+from ae_ot.io import atomic_torch_save
 from ae_ot.ot import kernels
 from ae_ot.ot.distributed import ShardComm
 from ae_ot.ot.fitting import FitReport, run_fit
 from ae_ot.ot.sources import as_box, derive_seed, uniform_box
 from ae_ot.ot.unit_problem import UnitBoxProblem
 
-__all__ = ["SemiDiscreteOT", "FORMAT_VERSION", "PUBLIC_STREAM", "atomic_torch_save"]
+__all__ = ["SemiDiscreteOT", "FORMAT_VERSION", "PUBLIC_STREAM"]
 
 #: checkpoint format: 2 stores the fit state in unit-box coordinates (1 stored it in the user's)
 FORMAT_VERSION = 2
 #: seed stream of the samples of the public cell_measures() / errors()
 PUBLIC_STREAM = 4
-
-
-def atomic_torch_save(obj, path) -> None:
-    """``torch.save`` to a temporary file, then ``os.replace``: a reader sees the old or the new file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 class SemiDiscreteOT:
@@ -104,20 +95,20 @@ class SemiDiscreteOT:
         if not isinstance(targets, torch.Tensor):
             targets = torch.as_tensor(targets)
         if targets.dim() != 2:
-            raise ValueError(f"targets must be a 2-D tensor [N, d], got shape {tuple(targets.shape)}")
+            raise UserInputError(f"targets must be a 2-D tensor [N, d], got shape {tuple(targets.shape)}")
         if targets.dtype not in (torch.float32, torch.float64):
             targets = targets.float()
         self.comm = ShardComm(distributed)
         n_local, d = targets.shape
         if d == 0:
-            raise ValueError("targets have dimension d = 0")
+            raise UserInputError("targets have dimension d = 0")
         if not self.comm.enabled and n_local == 0:
-            raise ValueError("targets are empty (N = 0): need at least one target point")
+            raise UserInputError("targets are empty (N = 0): need at least one target point")
         if not torch.isfinite(targets).all():
             bad = (~torch.isfinite(targets)).any(1).nonzero().flatten()
-            raise ValueError(f"targets contain NaN or Inf in {bad.numel()} row(s), first at row {int(bad[0])}")
+            raise UserInputError(f"targets contain NaN or Inf in {bad.numel()} row(s), first at row {int(bad[0])}")
         if precision not in ("highest", "tf32"):
-            raise ValueError(f"precision must be 'highest' or 'tf32', got {precision!r}")
+            raise UserInputError(f"precision must be 'highest' or 'tf32', got {precision!r}")
         weights = self._check_weights(weights, n_local, targets.device)
         self.merged_index = None
         if merge_duplicates and n_local > 1:
@@ -141,24 +132,24 @@ class SemiDiscreteOT:
         if weights is None:
             n_total = self.comm.sum_int(n_local)
             if n_total == 0:
-                raise ValueError("targets are empty (N = 0): need at least one target point")
+                raise UserInputError("targets are empty (N = 0): need at least one target point")
             return torch.full((n_local,), 1.0 / n_total, dtype=torch.float64, device=device)
         weights = torch.as_tensor(weights).to(device)
         if weights.shape != (n_local,):
-            raise ValueError(f"weights must have shape [{n_local}], got {tuple(weights.shape)}")
+            raise UserInputError(f"weights must have shape [{n_local}], got {tuple(weights.shape)}")
         weights = weights.double()
         if not torch.isfinite(weights).all():
-            raise ValueError("weights contain NaN or Inf")
+            raise UserInputError("weights contain NaN or Inf")
         if (weights < 0).any():
             i = int((weights < 0).nonzero()[0])
-            raise ValueError(f"weights must be non-negative; weight {i} is {float(weights[i])}")
+            raise UserInputError(f"weights must be non-negative; weight {i} is {float(weights[i])}")
         if (weights == 0).any():
             i = int((weights == 0).nonzero()[0])
-            raise ValueError(f"weights must be positive (a zero-weight target has no cell; drop it); "
-                             f"weight {i} is 0")
+            raise UserInputError(f"weights must be positive (a zero-weight target has no cell; drop it); "
+                                 f"weight {i} is 0")
         total = self.comm.sum_float(float(weights.sum()))
         if abs(total - 1.0) > 1e-4:
-            raise ValueError(f"weights must sum to 1, they sum to {total:.9g}; pass weights / weights.sum()")
+            raise UserInputError(f"weights must sum to 1, they sum to {total:.9g}; pass weights / weights.sum()")
         return weights / total
 
     def _merge_duplicates(self, targets, weights):
@@ -231,9 +222,9 @@ class SemiDiscreteOT:
     def heights(self, heights: torch.Tensor) -> None:
         heights = torch.as_tensor(heights, device=self.device).double()
         if heights.shape != (self.targets.shape[0],):
-            raise ValueError(f"heights must have shape [{self.targets.shape[0]}], got {tuple(heights.shape)}")
+            raise UserInputError(f"heights must have shape [{self.targets.shape[0]}], got {tuple(heights.shape)}")
         if not torch.isfinite(heights).all():
-            raise ValueError("heights contain NaN or Inf")
+            raise UserInputError("heights contain NaN or Inf")
         self._unit_heights = self.heights_to_unit(heights)
 
     @property
@@ -244,19 +235,19 @@ class SemiDiscreteOT:
     @unit_heights.setter
     def unit_heights(self, unit_heights: torch.Tensor) -> None:
         if not torch.isfinite(unit_heights).all():
-            raise ValueError("heights contain NaN or Inf")
+            raise UserInputError("heights contain NaN or Inf")
         self._unit_heights = self.unit.center(unit_heights.double().clone())
 
     # ---- queries ---------------------------------------------------------------------------------
     def _check_samples(self, x: torch.Tensor) -> torch.Tensor:
         if not isinstance(x, torch.Tensor):
-            raise TypeError(f"samples must be a torch.Tensor, got {type(x).__name__}")
+            raise UserInputError(f"samples must be a torch.Tensor, got {type(x).__name__}")
         if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(f"samples must have shape [M, {self.dim}] (the targets' dimension), got "
-                             f"{tuple(x.shape)}")
+            raise UserInputError(f"samples must have shape [M, {self.dim}] (the targets' dimension), got "
+                                 f"{tuple(x.shape)}")
         if x.device != self.device:
-            raise ValueError(f"samples are on {x.device} but the targets are on {self.device}; "
-                             f"move them with x.to({str(self.device)!r})")
+            raise UserInputError(f"samples are on {x.device} but the targets are on {self.device}; "
+                                 f"move them with x.to({str(self.device)!r})")
         return x
 
     def topk(self, x: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -274,7 +265,7 @@ class SemiDiscreteOT:
         """
         x = self._check_samples(x)
         if not 1 <= k <= self.num_targets:
-            raise ValueError(f"k must be in [1, N={self.num_targets}], got {k}")
+            raise UserInputError(f"k must be in [1, N={self.num_targets}], got {k}")
         u = self.to_unit_box(x)
         values, indices = self.unit.topk(u, k, self._unit_heights)
         # s_i(x) = sigma * (<u, yhat_i> + hhat_i) + <u, b> + (the per-row constant of the centring)
@@ -312,8 +303,8 @@ class SemiDiscreteOT:
     def exact_cell_measures(self, unit_heights: torch.Tensor | None = None) -> torch.Tensor:
         """mu(W_i) exactly, [N] float64 (2-D only: polygons of :mod:`ae_ot.ot.geometry2d`)."""
         if not self.exact_measures_available():
-            raise ValueError(f"exact cell measures exist for d = 2 in one process only; this problem has "
-                             f"d = {self.dim}{' and is sharded' if self.comm.enabled else ''}")
+            raise UserInputError(f"exact cell measures exist for d = 2 in one process only; this problem has "
+                                 f"d = {self.dim}{' and is sharded' if self.comm.enabled else ''}")
         from ae_ot.ot.geometry2d import exact_cell_measures_2d
 
         h = self._unit_heights if unit_heights is None else unit_heights
@@ -363,14 +354,14 @@ class SemiDiscreteOT:
         """
         version = state.get("version", 1)
         if version > FORMAT_VERSION:
-            raise ValueError(f"state_dict version {version} is newer than this code ({FORMAT_VERSION}); "
-                             f"upgrade ae-ot to read it")
+            raise UserInputError(f"state_dict version {version} is newer than this code ({FORMAT_VERSION}); "
+                                 f"upgrade ae-ot to read it")
         stored = state["targets"]
         if tuple(stored.shape) != tuple(self.targets.shape):
-            raise ValueError(f"state_dict is for targets of shape {tuple(stored.shape)}, this solver has "
-                             f"{tuple(self.targets.shape)}")
+            raise UserInputError(f"state_dict is for targets of shape {tuple(stored.shape)}, this solver has "
+                                 f"{tuple(self.targets.shape)}")
         if not torch.equal(stored.to(self.targets.dtype), self.targets.cpu()):
-            raise ValueError("state_dict targets differ from this solver's targets")
+            raise UserInputError("state_dict targets differ from this solver's targets")
         self.heights = state["heights"]
         self.report = FitReport.from_dict(state["report"]) if state.get("report") else None
         self.fit_state = _to_device(state.get("fit_state"), self.device)

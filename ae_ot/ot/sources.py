@@ -19,6 +19,8 @@ import math
 import numpy as np
 import torch
 
+from ae_ot.checks import UserInputError
+
 __all__ = ["as_box", "derive_seed", "uniform_box", "sobol_box", "box_volume_log", "normalize_to_box"]
 
 # torch's SobolEngine supports at most this many dimensions.
@@ -55,15 +57,15 @@ def as_box(low, high, dim: int, device=None, dtype=torch.float32) -> tuple[torch
     if hi.dim() == 0:
         hi = hi.expand(dim).clone()
     if lo.shape != (dim,) or hi.shape != (dim,):
-        raise ValueError(f"low/high must be scalars or tensors of shape [{dim}], got {tuple(lo.shape)} and "
-                         f"{tuple(hi.shape)}")
+        raise UserInputError(f"low/high must be scalars or tensors of shape [{dim}], got {tuple(lo.shape)} and "
+                             f"{tuple(hi.shape)}")
     if not (torch.isfinite(lo).all() and torch.isfinite(hi).all()):
-        raise ValueError("low and high must be finite")
+        raise UserInputError("low and high must be finite")
     bad = (lo >= hi).nonzero().flatten()
     if bad.numel():
         j = int(bad[0])
-        raise ValueError(f"low must be < high in every dimension; dimension {j} has low={float(lo[j])} >= "
-                         f"high={float(hi[j])}")
+        raise UserInputError(f"low must be < high in every dimension; dimension {j} has low={float(lo[j])} >= "
+                             f"high={float(hi[j])}")
     return lo, hi
 
 

@@ -8,6 +8,7 @@
   at most ``EXACT2D_MAX_TARGETS`` targets, else ``"default"``.
 """
 
+from ae_ot.checks import UserInputError
 from ae_ot.ot.methods.base import SolverMethod, parse_options
 from ae_ot.ot.methods.exact2d import Exact2DMethod, Exact2DOptions
 from ae_ot.ot.methods.newton import NewtonMethod, NewtonOptions
@@ -18,8 +19,8 @@ METHODS = {NewtonMethod.name: NewtonMethod, PyOMTMethod.name: PyOMTMethod, Exact
 #: "auto" uses the exact 2-D method up to this many targets (its diagram costs O(N) Python clips)
 EXACT2D_MAX_TARGETS = 20000
 
-__all__ = ["METHODS", "EXACT2D_MAX_TARGETS", "make_method", "resolve_method", "Exact2DMethod", "Exact2DOptions", "SolverMethod", "NewtonMethod", "NewtonOptions", "PyOMTMethod",
-           "PyOMTOptions"]
+__all__ = ["METHODS", "EXACT2D_MAX_TARGETS", "make_method", "resolve_method", "SolverMethod",
+           "NewtonMethod", "NewtonOptions", "PyOMTMethod", "PyOMTOptions", "Exact2DMethod", "Exact2DOptions"]
 
 
 def resolve_method(name: str, problem) -> str:
@@ -34,7 +35,7 @@ def make_method(name: str, problem, seed: int, options: dict) -> SolverMethod:
     """The method called ``name`` on ``problem``, its options parsed (unknown names are an error)."""
     name = resolve_method(name, problem)
     if name not in METHODS:
-        raise ValueError(f"method must be one of {sorted(METHODS) + ['auto']}, "
-                         f"got {name!r}")
+        raise UserInputError(f"method must be one of {sorted(METHODS) + ['auto']}, "
+                             f"got {name!r}")
     cls = METHODS[name]
     return cls(problem, parse_options(cls.Options, name, options), seed=seed)

@@ -23,6 +23,7 @@ import difflib
 
 import torch
 
+from ae_ot.checks import UserInputError
 from ae_ot.ot.unit_problem import UnitBoxProblem
 
 __all__ = ["SolverMethod", "parse_options"]
@@ -37,8 +38,8 @@ def parse_options(options_class, method: str, options: dict):
         for name in unknown:
             close = difflib.get_close_matches(name, known, n=1)
             hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        raise ValueError(f"unknown option(s) for method={method!r}: {', '.join(hints)}; "
-                         f"its options are: {', '.join(known)}")
+        raise UserInputError(f"unknown option(s) for method={method!r}: {', '.join(hints)}; "
+                             f"its options are: {', '.join(known)}")
     return options_class(**options)
 
 

@@ -27,6 +27,7 @@ from typing import Literal
 import numpy as np
 import torch
 
+from ae_ot.checks import UserInputError
 from ae_ot.ot.geometry2d import power_diagram_2d
 from ae_ot.ot.methods.base import SolverMethod
 
@@ -56,11 +57,11 @@ class Exact2DOptions:
 
     def __post_init__(self):
         if self.warm_start not in ("voronoi", "zeros", "current"):
-            raise ValueError(f"warm_start must be 'voronoi', 'zeros' or 'current', got {self.warm_start!r}")
+            raise UserInputError(f"warm_start must be 'voronoi', 'zeros' or 'current', got {self.warm_start!r}")
         if int(self.max_halvings) < 1:
-            raise ValueError(f"max_halvings must be a positive integer, got {self.max_halvings!r}")
+            raise UserInputError(f"max_halvings must be a positive integer, got {self.max_halvings!r}")
         if not self.precision >= 0:
-            raise ValueError(f"precision must be >= 0, got {self.precision!r}")
+            raise UserInputError(f"precision must be >= 0, got {self.precision!r}")
 
 
 class Exact2DMethod(SolverMethod):
@@ -73,8 +74,8 @@ class Exact2DMethod(SolverMethod):
     def __init__(self, problem, options=None, seed: int = 0):
         super().__init__(problem, options)
         if problem.dim != 2 or problem.comm.enabled:
-            raise ValueError(f"method='exact2d' needs a 2-D problem in one process; this one has d = {problem.dim}"
-                             f"{' and is sharded' if problem.comm.enabled else ''}; use method='default'")
+            raise UserInputError(f"method='exact2d' needs a 2-D problem in one process; this one has d = {problem.dim}"
+                                 f"{' and is sharded' if problem.comm.enabled else ''}; use method='default'")
         self.seed = seed
         self._diagram_of = None  # (heights tensor, diagram) cache of the last computation
 
@@ -122,7 +123,7 @@ class Exact2DMethod(SolverMethod):
             for i in empty:
                 h[i] += float((upper - (vertices @ y[i] + h[i])).min()) + margin
         else:
-            raise ValueError("method='exact2d' could not give every cell a positive area; use method='default'")
+            raise UserInputError("method='exact2d' could not give every cell a positive area; use method='default'")
         return self.problem.center(torch.from_numpy(h).to(heights.device))
 
     def errors(self, measures: np.ndarray) -> tuple[np.ndarray, float]:

@@ -39,6 +39,7 @@ from typing import Literal
 
 import torch
 
+from ae_ot.checks import UserInputError
 from ae_ot.ot.methods.base import SolverMethod
 from ae_ot.ot.sources import derive_seed
 
@@ -83,6 +84,12 @@ class NewtonOptions:
         Growing batches: the first batch size (None: max(2^13, batch_size / 4)); 0 turns growth off.
     batch_double : int
         Growing batches: double the batch every this many steps, up to ``batch_size``.
+    vr_momentum : float
+        Variance-reduced masses (STORM, Cutkosky and Orabona, NeurIPS 2019): the mass estimate is
+        m_t = c_t(h_t) + b (m_{t-1} - c_t(h_{t-1})), where c_t(h) counts this step's batch in the
+        cells of heights h, so the previous estimate is carried over, corrected for the move of
+        the heights measured on the same samples. b = min(vr_momentum, 1 - 1 / (t + 1)) in [0, 1);
+        0 turns it off (the plain batch counts). Single process only.
     """
 
     warm_start: Literal["voronoi", "zeros", "current"] = "voronoi"
@@ -97,6 +104,7 @@ class NewtonOptions:
     lr_warmup: int = 10
     batch_start: int | None = None
     batch_double: int = 8
+    vr_momentum: float = 0.0
 
     def __post_init__(self):
         if self.warm_start is True:  # the boolean spelling of earlier versions
@@ -104,21 +112,23 @@ class NewtonOptions:
         elif self.warm_start is False:
             self.warm_start = "zeros"
         if self.warm_start not in ("voronoi", "zeros", "current"):
-            raise ValueError(f"warm_start must be 'voronoi', 'zeros' or 'current', got {self.warm_start!r}")
+            raise UserInputError(f"warm_start must be 'voronoi', 'zeros' or 'current', got {self.warm_start!r}")
         if self.hessian not in ("auto", "diag", "sparse"):
-            raise ValueError(f"hessian must be 'auto', 'diag' or 'sparse', got {self.hessian!r}")
+            raise UserInputError(f"hessian must be 'auto', 'diag' or 'sparse', got {self.hessian!r}")
         for name in ("eta", "ridge", "deg_floor", "rescue_frac"):
             if not getattr(self, name) >= 0:
-                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)!r}")
+                raise UserInputError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.beta < 1:
-            raise ValueError(f"beta must be in [0, 1), got {self.beta!r}")
+            raise UserInputError(f"beta must be in [0, 1), got {self.beta!r}")
         if not 0 < self.pair_quantile < 1:
-            raise ValueError(f"pair_quantile must be in (0, 1), got {self.pair_quantile!r}")
+            raise UserInputError(f"pair_quantile must be in (0, 1), got {self.pair_quantile!r}")
         for name in ("cg_iters", "batch_double"):
             if int(getattr(self, name)) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+                raise UserInputError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not 0 <= self.vr_momentum < 1:
+            raise UserInputError(f"vr_momentum must be in [0, 1), got {self.vr_momentum!r}")
         if self.batch_start is not None and self.batch_start < 0:
-            raise ValueError(f"batch_start must be >= 0 or None, got {self.batch_start!r}")
+            raise UserInputError(f"batch_start must be >= 0 or None, got {self.batch_start!r}")
 
 
 class NewtonMethod(SolverMethod):
@@ -220,12 +230,14 @@ class NewtonMethod(SolverMethod):
             mean_gap = torch.where(valid, mean_gap, fill)
         nu = problem.weights
         train_error = problem.mean_abs_relative_error(counts, m)
+        masses = self.variance_reduced_masses(state, u, top_values, top_index, counts / m, t)
         # Blow-up guard: if the iterate's batch error jumps well above the best seen so far (or is
         # not a number), go back to the best step's iterate and halve the step size. A safety net:
         # the measured runs of the default settings never trigger it.
         best = state.get("best_train_error", float("inf"))
         if not math.isfinite(train_error) or train_error > 2.0 * best + 0.1:
             if self.recover(state):
+                state.pop("mass_vr", None)  # it described the abandoned iterates
                 return {"train_mean_rel": train_error, "restarted": True}
         self.remember_best(state, train_error)
         lr = lr * state.get("lr_scale", 1.0)
@@ -233,7 +245,7 @@ class NewtonMethod(SolverMethod):
         # Newton step g_i / H_ii with H_ii = kappa * max(mass_i, nu_i) / G_i: the curvature of an
         # oversized cell grows with its mass, so its step is (m - nu) / m * G / kappa (bounded),
         # not rel * G / kappa (which overshoots and made 1-D runs diverge).
-        gradient = counts / m - nu
+        gradient = masses - nu
         hessian_diag = kappa * torch.maximum(mass_ema, nu) / mean_gap
         if self.sparse_hessian:
             self.update_facet_weights(state, top_index, gaps, m, b)
@@ -254,10 +266,37 @@ class NewtonMethod(SolverMethod):
             # The average jumps with the iterate, or it would drag the cell back out for many steps.
             state["averaged"] = state["averaged"].index_add(0, empty, lift)
         heights = problem.center(heights)
+        state["previous_heights"] = state["heights"]
         state["heights"] = heights
         weight = (opts.eta + 1.0) / (t + 1.0 + opts.eta)
         state["averaged"] = state["averaged"] + weight * (heights - state["averaged"])
         return {"train_mean_rel": train_error}  # training-batch error at the iterate (not held out)
+
+    def variance_reduced_masses(self, state, u, top_values, top_index, batch_masses, t: int) -> torch.Tensor:
+        """The cell masses [N] the step uses: this batch's (``vr_momentum`` 0) or STORM's estimate
+        m_t = c_t(h_t) + b (m_{t-1} - c_t(h_{t-1})) (see :class:`NewtonOptions`).
+
+        c_t(h_{t-1}), the batch's cells under the previous heights, comes from the top-2 under the
+        current ones where that is certain: another cell k scores at most s_(2) + max_k delta_k under
+        h_{t-1} (delta = h_{t-1} - h_t), so the better of the two candidates wins if it beats that
+        bound. The other samples are scored again against all targets.
+        """
+        momentum = min(self.options.vr_momentum, 1.0 - 1.0 / (t + 1))
+        previous = state.get("previous_heights")
+        if momentum <= 0 or previous is None or "mass_vr" not in state or self.problem.comm.enabled:
+            state["mass_vr"] = batch_masses
+            return batch_masses
+        problem = self.problem
+        delta = (previous - state["heights"]).to(top_values.dtype)
+        first = top_values[:, 0] + delta[top_index[:, 0]]
+        second = top_values[:, 1] + delta[top_index[:, 1]]
+        winner = torch.where(first >= second, top_index[:, 0], top_index[:, 1])
+        uncertain = torch.maximum(first, second) < top_values[:, 1] + delta.max()
+        if bool(uncertain.any()):
+            winner[uncertain] = problem.topk(u[uncertain], 1, previous)[1][:, 0]
+        previous_masses = problem.local_counts(winner)[0] / u.shape[0]
+        state["mass_vr"] = batch_masses + momentum * (state["mass_vr"] - previous_masses)
+        return state["mass_vr"]
 
     def rescue_lift(self, u, best_scores, heights, empty):
         """For each empty local cell e: min_u (s_(1)(u) - s_e(u)) >= 0, the lift that makes it win once."""

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ae_ot.checks import UserInputError
 from ae_ot.ot.methods.base import SolverMethod
 from ae_ot.ot.sources import derive_seed
 
@@ -41,10 +42,10 @@ class PyOMTOptions:
 
     def __post_init__(self):
         if not self.grad_tol >= 0:
-            raise ValueError(f"grad_tol must be >= 0, got {self.grad_tol!r}")
+            raise UserInputError(f"grad_tol must be >= 0, got {self.grad_tol!r}")
         if int(self.stall) < 1 or int(self.max_samples) < 1:
-            raise ValueError(f"stall and max_samples must be positive integers, got {self.stall!r} and "
-                             f"{self.max_samples!r}")
+            raise UserInputError(f"stall and max_samples must be positive integers, got {self.stall!r} and "
+                                 f"{self.max_samples!r}")
 
 
 class PyOMTMethod(SolverMethod):

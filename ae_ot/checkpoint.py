@@ -1,42 +1,33 @@
-"""Restore any generator of the zoo from a Lightning checkpoint written by ``ae-ot fit``."""
+"""Checkpoints of the zoo: which generator wrote a Lightning checkpoint, and loading it back.
+
+:func:`load_generator` restores any :class:`~ae_ot.generators.GenerativeModel` from a checkpoint
+written by ``ae-ot fit`` (or ``Trainer.save_checkpoint``). Reading the file itself, with clear
+errors for a missing, corrupt or foreign file, is :func:`ae_ot.io.read_checkpoint`, which the
+generators also use (AE-OT and the latent flow load a trained autoencoder); this module sits above
+the generators and imports them.
+"""
 
 from __future__ import annotations
 
 import importlib
 from pathlib import Path
 
-import torch
+import ae_ot.generators as zoo
+from ae_ot.checks import UserInputError
+from ae_ot.generators.base import GenerativeModel
+from ae_ot.io import read_checkpoint
 
 __all__ = ["load_generator", "generator_class_path", "known_generators"]
 
 
 def known_generators() -> list[str]:
     """Class paths of the generators exported by :mod:`ae_ot.generators`."""
-    import ae_ot.generators as zoo
-    from ae_ot.generators.base import GenerativeModel
-
     names = []
     for name in getattr(zoo, "__all__", dir(zoo)):
         obj = getattr(zoo, name, None)
         if isinstance(obj, type) and issubclass(obj, GenerativeModel) and obj is not GenerativeModel:
             names.append(f"ae_ot.generators.{name}")
     return sorted(names)
-
-
-def _read_checkpoint(path: Path) -> dict:
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if path.is_dir():
-        raise ValueError(f"checkpoint {path} is a directory; pass the .ckpt file inside "
-                         "(e.g. lightning_logs/version_0/checkpoints/*.ckpt)")
-    try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as err:
-        raise ValueError(f"cannot read checkpoint {path}: it is corrupt, truncated or not a PyTorch file "
-                         f"({type(err).__name__}: {str(err)[:200]})") from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise ValueError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry)")
-    return checkpoint
 
 
 def _class_path_from_config(path: Path) -> str | None:
@@ -70,7 +61,7 @@ def generator_class_path(checkpoint: dict, path: Path) -> str:
     from_config = _class_path_from_config(path)
     if from_config:
         return from_config
-    raise ValueError(
+    raise UserInputError(
         f"checkpoint {path} does not say which generator saved it: no '_class_path' in its hyper_parameters "
         "and no config.yaml in its run folder (was it written by `ae-ot fit`?)")
 
@@ -79,13 +70,11 @@ def load_generator(ckpt_path: str | Path):
     """Load the :class:`~ae_ot.generators.GenerativeModel` stored in a Lightning checkpoint, on the
     CPU and in eval mode.
 
-    Raises FileNotFoundError for a missing file and ValueError (naming the path) for a corrupt file,
+    Raises FileNotFoundError for a missing file and :class:`~ae_ot.checks.UserInputError` (naming the path) for a corrupt file,
     a checkpoint that is not Lightning's, or a class that is not a known generator.
     """
-    from ae_ot.generators.base import GenerativeModel
-
     path = Path(ckpt_path)
-    checkpoint = _read_checkpoint(path)
+    checkpoint = read_checkpoint(path)
     class_path = generator_class_path(checkpoint, path)
     module_name, _, class_name = class_path.rpartition(".")
     try:
@@ -96,15 +85,19 @@ def load_generator(ckpt_path: str | Path):
     else:
         why = "no such class"
     if cls is None:
-        raise ValueError(f"checkpoint {path} was saved by an unknown generator class {class_path!r} ({why}); "
-                         f"known generators: {', '.join(known_generators())}")
+        raise UserInputError(f"checkpoint {path} was saved by an unknown generator class {class_path!r} ({why}); "
+                             f"known generators: {', '.join(known_generators())}")
     if not (isinstance(cls, type) and issubclass(cls, GenerativeModel)):
-        raise ValueError(f"checkpoint {path} holds a {class_path!r}, which is not a generator of the zoo "
-                         f"(not a GenerativeModel subclass); known generators: {', '.join(known_generators())}")
+        raise UserInputError(f"checkpoint {path} holds a {class_path!r}, which is not a generator of the zoo "
+                             f"(not a GenerativeModel subclass); known generators: {', '.join(known_generators())}")
+    # The image channels were called "in_channels" by the autoencoder family before 2026-12; Lightning
+    # drops hyper-parameters the constructor does not take, so pass the old value under its new name.
+    hparams = checkpoint.get("hyper_parameters") or {}
+    renamed = {"channels": hparams["in_channels"]} if "in_channels" in hparams and "channels" not in hparams else {}
     del checkpoint
     try:
-        model = cls.load_from_checkpoint(path, map_location="cpu")
+        model = cls.load_from_checkpoint(path, map_location="cpu", **renamed)
     except Exception as err:
-        raise ValueError(f"cannot restore {class_path} from checkpoint {path}: {type(err).__name__}: "
-                         f"{str(err)[:300]}") from err
+        raise UserInputError(f"cannot restore {class_path} from checkpoint {path}: {type(err).__name__}: "
+                             f"{str(err)[:300]}") from err
     return model.eval()

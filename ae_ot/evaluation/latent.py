@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import torch
 
+from ae_ot.checks import UserInputError
+
 __all__ = ["nearest_neighbour_distances", "gap_threshold", "gap_score"]
 
 
@@ -27,7 +29,7 @@ def nearest_neighbour_distances(points: torch.Tensor, queries: torch.Tensor | No
     leave_one_out = queries is None
     queries = points if leave_one_out else queries
     if queries.shape[-1] != points.shape[-1]:
-        raise ValueError(f"queries have dimension {queries.shape[-1]} but points {points.shape[-1]}")
+        raise UserInputError(f"queries have dimension {queries.shape[-1]} but points {points.shape[-1]}")
     out = []
     for start in range(0, queries.shape[0], chunk):
         d = torch.cdist(queries[start:start + chunk], points)

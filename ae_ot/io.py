@@ -1,0 +1,93 @@
+"""Files: atomic writes, a digest of image data, and reading a Lightning checkpoint.
+
+An interrupted job (Ctrl-C, ``kill -9``, a full disk) must never leave half a file where a later
+run, or a reader, expects a whole one. Every file the package writes for later reading goes
+through :func:`atomic_write`: write a temporary file beside the target, then :func:`os.replace`
+it onto the target (atomic on POSIX and Windows within one file system).
+
+Standard library and torch only: every layer, ``ae_ot.ot`` included, can import it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+
+from ae_ot.checks import UserInputError
+
+__all__ = ["atomic_write", "atomic_torch_save", "write_json_atomic", "data_digest", "read_checkpoint"]
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
+    """Call ``write(tmp)`` on a temporary file beside ``path``, then move it onto ``path``.
+
+    A reader, or a run resumed after a kill, sees the old file or the whole new one, never half of
+    it. The temporary name keeps ``path``'s suffix (matplotlib reads the format from it). Returns
+    ``path``.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    return path
+
+
+def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
+    """``torch.save(obj, path)`` through :func:`atomic_write`."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_json_atomic(data, path: str | os.PathLike) -> Path:
+    """Write ``data`` as indented JSON to ``path`` through :func:`atomic_write` (fsynced)."""
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return atomic_write(path, write)
+
+
+def data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
+    """A 32-hex-digit digest of images [N, C, H, W] in [0, 1] (at 8-bit precision) and labels [N]:
+    it keys the caches that depend on the training data, whatever source it was read from."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(str(tuple(images.shape)).encode())
+    h.update((images * 255).round().to(torch.uint8).contiguous().numpy().tobytes())
+    h.update(labels.to(torch.int64).contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The dict of a Lightning checkpoint file, on the CPU.
+
+    Raises ``FileNotFoundError`` for a missing file and :class:`UserInputError` (naming the path)
+    for a folder, a corrupt or truncated file, or a file that is not a Lightning checkpoint.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    if path.is_dir():
+        raise UserInputError(f"checkpoint {path} is a directory; pass the .ckpt file inside "
+                             "(e.g. lightning_logs/version_0/checkpoints/*.ckpt)")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as err:
+        raise UserInputError(f"cannot read checkpoint {path}: it is corrupt, truncated or not a PyTorch file "
+                             f"({type(err).__name__}: {str(err)[:200]})") from err
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        raise UserInputError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry)")
+    return checkpoint

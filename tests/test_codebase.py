@@ -1,0 +1,261 @@
+"""The codebase as a whole: no import cycles (also none hidden behind imports inside functions),
+no private names used across modules, ``ae_ot.ot`` standalone, every module importable in any
+order, and a CLI that keeps the traceback of a real bug."""
+
+import ast
+import os
+import random
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGE = REPO / "ae_ot"
+
+
+def package_modules() -> dict[str, Path]:
+    modules = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        modules[name] = path
+    return modules
+
+
+def imported_names(path: Path):
+    """(module, imported name) of every ``import`` / ``from ... import`` in the file, at any depth
+    (inside functions too: a cycle hidden there is still a cycle)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            for alias in node.names:
+                yield node.module, alias.name
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                yield alias.name, None
+
+
+def import_graph() -> dict[str, set[str]]:
+    """module -> the package modules it imports (importing a.b.c also runs a and a.b)."""
+    modules = package_modules()
+    graph = {}
+    for name, path in modules.items():
+        deps = set()
+        for module, imported in imported_names(path):
+            if not module.startswith("ae_ot"):
+                continue
+            target = f"{module}.{imported}" if f"{module}.{imported}" in modules else module
+            parts = target.split(".")
+            for i in range(1, len(parts) + 1):
+                prefix = ".".join(parts[:i])
+                # a module does not depend on its own parent packages in a cycle-making way
+                if prefix in modules and prefix != name and not name.startswith(prefix + "."):
+                    deps.add(prefix)
+        graph[name] = deps
+    return graph
+
+
+def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+    stack: list[str] = []
+
+    def visit(node):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == 1:
+                return stack[stack.index(nxt):] + [nxt]
+            if nxt not in state:
+                found = visit(nxt)
+                if found:
+                    return found
+        stack.pop()
+        state[node] = 2
+        return None
+
+    for node in sorted(graph):
+        if node not in state:
+            found = visit(node)
+            if found:
+                return found
+    return None
+
+
+def test_find_cycle_finds_a_planted_cycle():
+    assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
+    assert find_cycle({"a": {"b"}, "b": set()}) is None
+
+
+def test_no_import_cycles_even_inside_functions():
+    cycle = find_cycle(import_graph())
+    assert cycle is None, "import cycle: " + " -> ".join(cycle)
+
+
+def test_ot_package_is_standalone():
+    """``ae_ot.ot`` is usable on any point cloud: it imports no Lightning and nothing of the
+    package above it (only the shared checks and atomic writes)."""
+    allowed = {"ae_ot.checks", "ae_ot.io", "ae_ot"}
+    for name, path in package_modules().items():
+        if not name.startswith("ae_ot.ot"):
+            continue
+        for module, _ in imported_names(path):
+            assert not module.startswith(("pytorch_lightning", "lightning")), f"{name} imports {module}"
+            if module.startswith("ae_ot") and not module.startswith("ae_ot.ot"):
+                assert module in allowed, f"{name} imports {module}"
+
+
+def test_no_private_names_across_modules():
+    offenders = []
+    files = [*PACKAGE.rglob("*.py"), *(REPO / "scripts").glob("*.py"), *(REPO / "examples").glob("*.py")]
+    for path in files:
+        for module, imported in imported_names(path):
+            if module.startswith("ae_ot") and imported and imported.startswith("_") and imported != "__version__":
+                offenders.append(f"{path.relative_to(REPO)}: from {module} import {imported}")
+    assert not offenders, "private names imported across modules:\n" + "\n".join(offenders)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_every_module_imports_in_a_fresh_interpreter_in_random_order(seed):
+    names = sorted(package_modules())
+    random.Random(seed).shuffle(names)
+    script = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\n"
+    proc = subprocess.run([sys.executable, "-c", script, *names], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"order {names}:\n{proc.stderr[-3000:]}"
+
+
+BUGGY_MODEL = textwrap.dedent('''
+    import torch
+    from ae_ot.generators import Autoencoder
+
+
+    class BuggyAutoencoder(Autoencoder):
+        """An autoencoder with a bug in its training step: a KeyError from a dict lookup."""
+
+        def training_step(self, batch, batch_idx):
+            settings = {"beta": 1.0}
+            return settings["alpha"] * super().training_step(batch, batch_idx)
+''')
+
+
+def test_cli_keeps_the_traceback_of_a_bug_and_gives_one_line_for_bad_input(tmp_path, cli, monkeypatch):
+    """A bug inside training_step (a KeyError) shows its traceback; bad input (UserInputError)
+    stays one line; and `fit` does not print Lightning's warning about the `args` parameter."""
+    (tmp_path / "buggy_models.py").write_text(BUGGY_MODEL)
+    common = ["--config", "models/autoencoder.yaml", "--data.subset=256", "--trainer.max_epochs=1",
+              f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false"]
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    bug = cli("fit", *common, "--model", "buggy_models.BuggyAutoencoder")
+    assert bug.returncode not in (0, 2), bug.stderr[-3000:]
+    assert "Traceback" in bug.stderr and "KeyError: 'alpha'" in bug.stderr, bug.stderr[-3000:]
+    assert "training_step" in bug.stderr
+
+    bad = cli("fit", *common, "--model.latent_dim=0")
+    assert bad.returncode == 2
+    assert "latent_dim must be a positive integer" in bad.stderr and "Traceback" not in bad.stderr
+    assert "args parameter" not in bad.stderr + bad.stdout
+
+
+def test_every_picture_in_the_docs_is_under_200_kb():
+    from ae_ot.viz import MAX_PICTURE_BYTES
+
+    big = [f"{p.name}: {p.stat().st_size // 1000} KB" for p in sorted((REPO / "docs" / "img").glob("*"))
+           if p.stat().st_size > MAX_PICTURE_BYTES]
+    assert not big, "pictures over 200 KB (write them with ae_ot.viz.save_figure): " + ", ".join(big)
+
+
+def test_save_figure_writes_a_small_palette_png(tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+    from PIL import Image
+
+    from ae_ot.viz import save_figure
+
+    points = np.random.default_rng(0).normal(size=(20000, 2))
+    fig, ax = plt.subplots(figsize=(8, 8))
+    ax.scatter(points[:, 0], points[:, 1], s=2, c=np.hypot(*points.T), cmap="viridis")
+    fig.savefig(tmp_path / "plain.png", dpi=150)
+    path = save_figure(fig, tmp_path / "small.png", dpi=150)
+    plt.close(fig)
+    with Image.open(path) as image:
+        assert image.mode == "P" and image.size == Image.open(tmp_path / "plain.png").size
+    assert path.stat().st_size < (tmp_path / "plain.png").stat().st_size / 2
+    assert not list(tmp_path.glob(".*tmp*"))  # written atomically, nothing left behind
+
+
+def test_parser_errors_come_down_to_one_line():
+    """jsonargparse's Union error trees (as printed by jsonargparse 4.x) reduce to the key path and
+    what was wrong; a bad class name lists the zoo."""
+    from ae_ot.commands.parsing import concise_parser_message
+
+    bad_int = """Parser key "model":
+  Does not validate against any of the Union subtypes
+  Subtypes: [<class 'ae_ot.generators.base.GenerativeModel'>, <class 'NoneType'>]
+  Errors:
+    - Problem with given class_path 'ae_ot.generators.Autoencoder':
+        Parser key "latent_dim":
+          Expected a <class 'int'>. Got value: abc
+    - Expected a <class 'NoneType'>
+  Given value type: <class 'jsonargparse._util.NestedArg'>
+  Given value: NestedArg(key='latent_dim', val='abc')"""
+    assert concise_parser_message(bad_int) == "model.latent_dim: Expected a <class 'int'>. Got value: abc"
+    bad_class = """Parser key "model":
+
+  - Expected a path but NoSuchGen either not accessible or invalid
+  - Does not validate against any of the Union subtypes
+  Subtypes: [<class 'ae_ot.generators.base.GenerativeModel'>, <class 'NoneType'>]
+  Errors:
+    - Expected a dot import path string: NoSuchGen
+    - Expected a <class 'NoneType'>
+  Given value type: <class 'str'>
+  Given value: NoSuchGen"""
+    line = concise_parser_message(bad_class)
+    assert line.startswith("model: 'NoSuchGen' is not a class of the zoo") and "WGANGP" in line and "AEOT" in line
+    assert concise_parser_message("unrecognized arguments: --trainer.max_epochz=1") == \
+        "unrecognized arguments: --trainer.max_epochz=1"
+
+
+def _command_main(command: str):
+    import importlib
+
+    from ae_ot.cli import EXTRA_COMMANDS
+
+    module_name, function = EXTRA_COMMANDS[command].split(":")
+    return getattr(importlib.import_module(module_name), function)
+
+
+def _extra_commands() -> list[str]:
+    from ae_ot.cli import EXTRA_COMMANDS
+
+    return sorted(EXTRA_COMMANDS)
+
+
+@pytest.mark.parametrize("command", _extra_commands())
+def test_every_command_reads_back_its_print_config(command, tmp_path, capsys):
+    """One CLI style: every command has --print_config, and --config reads that YAML back."""
+    import yaml
+
+    main = _command_main(command)
+    required = {"evaluate": ["--real", "test"]}.get(command, [])  # a required choice of two options
+    with pytest.raises(SystemExit) as info:
+        main([*required, "--print_config"])
+    assert info.value.code in (0, None)
+    printed = capsys.readouterr().out
+    options = yaml.safe_load(printed)
+    assert isinstance(options, dict) and options, printed
+    (tmp_path / "options.yaml").write_text(printed)
+    with pytest.raises(SystemExit):
+        main(["--config", str(tmp_path / "options.yaml"), "--print_config"])
+    assert yaml.safe_load(capsys.readouterr().out) == options
+
+
+def test_a_bad_command_option_is_one_line(capsys):
+    with pytest.raises(SystemExit) as info:
+        _command_main("umap")(["--num_samples", "abc"])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert "num_samples: Expected a <class 'int'>. Got value: abc" in err and len(err.strip().splitlines()) == 2
