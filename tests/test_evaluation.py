@@ -328,3 +328,48 @@ def test_cli_errors(cli, tmp_path, ae_checkpoint):
         compare.main(["--ckpt_paths", str(tmp_path / "missing.ckpt")])
     with pytest.raises(ValueError, match="nothing to compare"):
         compare.main([])
+
+
+def test_aeot_knob_study_measures_resumes_and_refuses_another_study(ae_checkpoint, tmp_path, quick_classifier,
+                                                                    monkeypatch):
+    """scripts/bench_aeot_knobs.py: one row per (targets, budget) with its held-out OT error and
+    sample quality, the two reference rows, a resume that measures only the row a kill cut, and a
+    refusal to mix two studies in one file."""
+    import importlib.util
+
+    from conftest import REPO
+
+    import ae_ot.evaluation.classifier as classifier_module
+
+    monkeypatch.setattr(classifier_module, "get_classifier", lambda **kw: quick_classifier)
+    spec = importlib.util.spec_from_file_location("bench_aeot_knobs", REPO / "scripts" / "bench_aeot_knobs.py")
+    knobs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(knobs)
+    out = tmp_path / "knobs.jsonl"
+    argv = ["run", "--ckpt_path", str(ae_checkpoint), "--targets", "50,all", "--budgets", "0.5", "--num_samples", "60",
+            "--eval_samples", "20000", "--out", str(out), "--no_progress"]
+    knobs.main(argv)
+    rows = knobs.read_rows(out)
+    assert [r["key"] for r in rows] == ["real-test", "decoded-codes", "50@0.5s", "all@0.5s"]
+    few, every = rows[2], rows[3]
+    assert few["num_targets"] == 50 and every["num_targets"] == every["num_codes"] > 50
+    for row in (few, every):
+        assert row["steps"] > 0 and row["eval_samples"] == 20000
+        assert 0 <= row["heldout_mean_rel_corrected"] <= row["heldout_mean_rel"]
+        assert math.isfinite(row["fid_classifier"]) and 0 <= row["recall_k3"] <= 1
+    # with 50 targets and 20,000 samples the floor is lower than with every code
+    assert few["noise_floor"] < every["noise_floor"]
+    assert json.loads((tmp_path / "knobs.jsonl.config.json").read_text())["num_samples"] == 60
+
+    # A kill in the middle of the last row's line: the rerun keeps the others and measures that one.
+    lines = out.read_text().splitlines()
+    out.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:25])
+    knobs.main(argv)
+    again = knobs.read_rows(out)
+    assert [r["key"] for r in again] == ["real-test", "decoded-codes", "50@0.5s", "all@0.5s"]
+    assert again[:3] == rows[:3]
+
+    with pytest.raises(SystemExit, match="holds another study"):
+        knobs.main([*argv, "--seed", "1"])
+    knobs.main(["plot", "--out", str(out), "--figure", str(tmp_path / "knobs.png")])
+    assert (tmp_path / "knobs.png").stat().st_size > 1000

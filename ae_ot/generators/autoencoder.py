@@ -41,6 +41,7 @@ def sample_gaussian(mean: torch.Tensor, chol: torch.Tensor, n: int, generator: t
     """n codes [n, d] = mean + eps @ chol.T, eps ~ N(0, I) drawn from ``generator`` (CPU)."""
     return mean + torch.randn(n, mean.shape[0], generator=generator) @ chol.T
 
+
 class Autoencoder(GenerativeModel):
     """Convolutional autoencoder x -> z = E(x) in R^d -> D(z) ~ x.
 
