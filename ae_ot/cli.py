@@ -6,7 +6,10 @@
 its resolved config as ``lightning_logs/version_k/config.yaml``.
 
 The other sub-commands (``sample``, ``umap``, ``evaluate``, ``compare``, ...) are plain functions
-in :mod:`ae_ot.commands`, loaded only when called so that ``ae-ot fit`` starts fast.
+in :mod:`ae_ot.commands`, loaded only when called so that ``ae-ot fit`` starts fast. Their options
+are built the way ``fit``'s are: jsonargparse reads the function's signature and docstring
+(:func:`ae_ot.commands.parsing.function_parser`), so each has ``--config``, ``--print_config`` and
+``--help``, and ``ae-ot sample --num_samples 16`` is ``sample(..., num_samples=16)`` in Python.
 
 Errors: bad input raises :class:`ae_ot.checks.UserInputError` (every input check of the package
 does) or a file error (``OSError``: a missing checkpoint, a read-only folder); the CLI prints those

@@ -53,13 +53,15 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 from ae_ot.checks import UserInputError
-from ae_ot.commands.parsing import CommandParser, command_parser
+from ae_ot.commands.parsing import CommandParser, command_line, function_parser, run_function
 
-__all__ = ["main", "build_parser", "train_with_budget", "post_fit_seconds", "max_time_string", "checkpoint_marks",
+__all__ = ["main", "compare", "build_parser", "train_with_budget", "post_fit_seconds", "max_time_string", "checkpoint_marks",
            "check_arguments", "compare_spec", "check_output_folder", "run_model", "evaluate_point",
            "markdown_table", "points_table", "plot_grids", "plot_bars", "plot_quality_vs_time"]
 
@@ -73,33 +75,6 @@ SPEC_FILE = "compare_spec.json"
 LOCK_FILE = ".compare.lock"
 TIMED_DIR = "timed"
 GRID_SIZE = 64
-
-
-def build_parser() -> CommandParser:
-    parser = command_parser("ae-ot compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt_paths", nargs="+", default=[], help="checkpoints to evaluate")
-    parser.add_argument("--names", nargs="+", default=None,
-                        help="display names, one per checkpoint then one per config (default: derived)")
-    parser.add_argument("--train_configs", nargs="+", default=[],
-                        help="configs to train with an equal wall-clock budget first (`ae-ot fit --config X`)")
-    parser.add_argument("--budget_minutes", type=float, default=5.0,
-                        help="training wall-clock budget per config, in minutes (default 5; fractions allowed)")
-    parser.add_argument("--num_checkpoints", type=int, default=5,
-                        help="time points per trained model: a checkpoint every budget/K minutes, the last one "
-                             "at the end of the budget (default 5; 1: only the final model)")
-    parser.add_argument("--fit_args", default="",
-                        help="extra arguments for every `ae-ot fit`, e.g. \"--data.subset=20000\"")
-    parser.add_argument("--keep_max_epochs", action="store_true",
-                        help="keep the configs' max_epochs (default: -1, so each model trains for the whole budget)")
-    parser.add_argument("--num_samples", type=int, default=10000, help="samples per generator (default 10000)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--include_real", action="store_true",
-                        help="add a row for real MNIST test images (Stacked MNIST if the generators are 3-channel)")
-    parser.add_argument("--output_dir", default="compare",
-                        help="folder for compare.md/json, grids.png, bars.png, quality_vs_time.png and the runs; "
-                             "run the same command again to continue an interrupted compare")
-    parser.add_argument("--no_progress", action="store_true")
-    return parser
 
 
 # --------------------------------------------------------------------------------------------
@@ -901,16 +876,65 @@ def write_reports(out: Path, summary: dict, named_samples: list[tuple], budget_m
 
 
 # --------------------------------------------------------------------------------------------
-# main
+# The command
 # --------------------------------------------------------------------------------------------
-def main(argv: list[str] | None = None) -> dict:
+def compare(ckpt_paths: Sequence[str] = (), names: Sequence[str] | None = None, train_configs: Sequence[str] = (),
+            budget_minutes: float = 5.0, num_checkpoints: int = 5, fit_args: str = "", keep_max_epochs: bool = False,
+            num_samples: int = 10000, seed: int = 0, include_real: bool = False, output_dir: str = "compare",
+            no_progress: bool = False, *, command: str | None = None) -> dict:
+    """Evaluate checkpoints and/or train configs with an equal wall-clock budget and evaluate them
+    (module docstring); write the table and figures into ``output_dir``. Every input check runs
+    before anything is trained.
+
+    Parameters
+    ----------
+    ckpt_paths : sequence of str
+        checkpoints to evaluate
+    names : sequence of str, optional
+        display names, one per checkpoint then one per config (default: derived)
+    train_configs : sequence of str
+        configs to train with an equal wall-clock budget first (`ae-ot fit --config X`)
+    budget_minutes : float
+        training wall-clock budget per config, in minutes (fractions allowed)
+    num_checkpoints : int
+        time points per trained model: a checkpoint every budget/K minutes, the last one at the end of the
+        budget (1: only the final model)
+    fit_args : str
+        extra arguments for every `ae-ot fit`, e.g. "--data.subset=20000"
+    keep_max_epochs : bool
+        keep the configs' max_epochs (default: -1, so each model trains for the whole budget)
+    num_samples : int
+        samples per generator
+    seed : int
+        sampling and evaluation seed
+    include_real : bool
+        add a row for real MNIST test images (Stacked MNIST if the generators are 3-channel)
+    output_dir : str
+        folder for compare.md/json, grids.png, bars.png, quality_vs_time.png and the runs; run the same
+        command again to continue an interrupted compare
+    no_progress : bool
+        no progress lines and bars
+    command : str, optional
+        the command recorded in compare.md, compare.json and compare_spec.json (not an option; ``main``
+        gives what was typed; default: a command line with these options)
+
+    Returns
+    -------
+    dict
+        The summary written to compare.json: the options and one row per generator.
+    """
     from ae_ot.io import write_json_atomic
 
-    args = build_parser().parse_args(argv)
+    # the checks and the runs read the options as attributes, as compare_spec reads a parsed command line
+    args = SimpleNamespace(ckpt_paths=list(ckpt_paths), names=None if names is None else list(names),
+                           train_configs=list(train_configs), budget_minutes=budget_minutes,
+                           num_checkpoints=num_checkpoints, fit_args=fit_args, keep_max_epochs=keep_max_epochs,
+                           num_samples=num_samples, seed=seed, include_real=include_real, output_dir=output_dir,
+                           no_progress=no_progress)
+    command = command or command_line("ae-ot compare", vars(args))
     entries = check_arguments(args)
     out = Path(args.output_dir)
     spec = compare_spec(args) if entries else None
-    command = "ae-ot compare " + shlex.join(argv if argv is not None else sys.argv[2:])
     with output_lock(out):
         check_output_folder(out, spec)
         if spec is not None and not (out / SPEC_FILE).is_file():
@@ -941,6 +965,16 @@ def main(argv: list[str] | None = None) -> dict:
         raise UserInputError("no generator could be evaluated: " + "; ".join(f"{r['name']}: {r.get('error')}" for r in rows)
                              + f" (see {out / 'compare.md'})")
     return summary
+
+
+def build_parser() -> CommandParser:
+    """``ae-ot compare``'s options: the parameters of :func:`compare` (all but ``command``)."""
+    return function_parser("ae-ot compare", compare, description=__doc__.split("\n\n")[0])
+
+
+def main(argv: list[str] | None = None) -> dict:
+    command = "ae-ot compare " + shlex.join(argv if argv is not None else sys.argv[2:])
+    return run_function(build_parser(), compare, argv, command=command)
 
 
 def _real_row(args, named_samples: list[tuple]) -> dict:

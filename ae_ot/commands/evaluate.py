@@ -11,30 +11,17 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Literal
 
 from ae_ot.checks import UserInputError
-from ae_ot.commands.parsing import CommandParser, command_parser
+from ae_ot.commands.parsing import CommandParser, function_parser, run_function
 
-__all__ = ["main", "build_parser", "evaluate_checkpoint", "evaluate_real", "format_report", "finish_result"]
+__all__ = ["main", "evaluate", "build_parser", "evaluate_checkpoint", "evaluate_real", "format_report", "finish_result"]
 
-
-def build_parser() -> CommandParser:
-    parser = command_parser("ae-ot evaluate",
-        description="Evaluate a generator on the project's MNIST classifier features: FID (MNIST classifier "
-                    "features), precision/recall (k=3), density/coverage (k=5), modes covered, KL to uniform, "
-                    "mean confidence, minibatch W2. Three-channel generators are scored as Stacked MNIST "
-                    "(1,000 modes; use --num_samples 26000 for PacGAN's protocol).")
-    # One of the two, checked in main(): argparse's required groups ignore --config files.
-    parser.add_argument("--ckpt_path", help="Lightning checkpoint written by `ae-ot fit`")
-    parser.add_argument("--real", choices=["test", "train"],
-                        help="score real images of this MNIST split instead of a generator")
-    parser.add_argument("--num_samples", type=int, default=10000, help="generated samples (default 10000)")
-    parser.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    parser.add_argument("--output", default=None, help="write the metrics as JSON to this file")
-    parser.add_argument("--grid", default=None, help="also save a grid of 64 samples to this PNG")
-    parser.add_argument("--stacked", action="store_true", help="with --real: score real Stacked MNIST")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar if the classifier trains")
-    return parser
+DESCRIPTION = ("Evaluate a generator on the project's MNIST classifier features: FID (MNIST classifier features), "
+               "precision/recall (k=3), density/coverage (k=5), modes covered, KL to uniform, mean confidence, "
+               "minibatch W2. Three-channel generators are scored as Stacked MNIST (1,000 modes; use --num_samples "
+               "26000 for PacGAN's protocol).")
 
 
 def _classifier_info(classifier) -> dict:
@@ -121,27 +108,67 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    args = build_parser().parse_args(argv)
-    if bool(args.ckpt_path) == bool(args.real):
+def evaluate(ckpt_path: str | None = None, real: Literal["test", "train"] | None = None, num_samples: int = 10000,
+             seed: int = 0, output: str | None = None, grid: str | None = None, stacked: bool = False,
+             no_progress: bool = False) -> dict:
+    """Score a generator's checkpoint, or real MNIST images, on the classifier's features; print the
+    report and write what ``output`` and ``grid`` ask for.
+
+    Exactly one of ``ckpt_path`` and ``real`` is given (checked here rather than by the parser:
+    argparse's required groups ignore ``--config`` files).
+
+    Parameters
+    ----------
+    ckpt_path : str, optional
+        Lightning checkpoint written by `ae-ot fit`
+    real : {"test", "train"}, optional
+        score real images of this MNIST split instead of a generator
+    num_samples : int
+        generated samples
+    seed : int
+        sampling seed
+    output : str, optional
+        write the metrics as JSON to this file
+    grid : str, optional
+        also save a grid of 64 samples to this PNG
+    stacked : bool
+        with --real: score real Stacked MNIST
+    no_progress : bool
+        no progress bar if the classifier trains
+
+    Returns
+    -------
+    dict
+        The result of :func:`evaluate_checkpoint` or :func:`evaluate_real`.
+    """
+    if bool(ckpt_path) == bool(real):
         raise UserInputError("give exactly one of --ckpt_path (a generator's checkpoint) and --real test|train "
-                             f"(real MNIST images), got ckpt_path={args.ckpt_path!r}, real={args.real!r}")
-    if args.stacked and not args.real:
+                             f"(real MNIST images), got ckpt_path={ckpt_path!r}, real={real!r}")
+    if stacked and not real:
         raise UserInputError("--stacked only applies with --real (a generator's channel count decides by itself)")
-    if args.ckpt_path:
-        result, samples = evaluate_checkpoint(args.ckpt_path, args.num_samples, args.seed,
-                                              progress=not args.no_progress, return_samples=True)
+    if ckpt_path:
+        result, samples = evaluate_checkpoint(ckpt_path, num_samples, seed, progress=not no_progress,
+                                              return_samples=True)
     else:
-        result, samples = evaluate_real(args.real, args.num_samples, args.seed, args.stacked,
-                                        progress=not args.no_progress, return_samples=True)
+        result, samples = evaluate_real(real, num_samples, seed, stacked, progress=not no_progress,
+                                        return_samples=True)
     print(format_report(result))
-    if args.output:
-        out = Path(args.output)
+    if output:
+        out = Path(output)
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(json.dumps(result, indent=2))
         print(f"metrics written to {out}")
-    if args.grid:
+    if grid:
         from ae_ot.viz import save_image_grid
 
-        print(f"sample grid written to {save_image_grid(samples[:64], args.grid)}")
+        print(f"sample grid written to {save_image_grid(samples[:64], grid)}")
     return result
+
+
+def build_parser() -> CommandParser:
+    """``ae-ot evaluate``'s options: the parameters of :func:`evaluate`."""
+    return function_parser("ae-ot evaluate", evaluate, description=DESCRIPTION)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_function(build_parser(), evaluate, argv)

@@ -42,17 +42,19 @@ import shlex
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal
 
 import torch
 
 from ae_ot.checks import UserInputError
-from ae_ot.commands.parsing import CommandParser, command_parser
+from ae_ot.commands.parsing import CommandParser, command_line, function_parser, run_function
 from ae_ot.generators.autoencoder import gaussian_sampler, sample_gaussian
 from ae_ot.viz import save_figure
 
-__all__ = ["main", "build_parser", "SAMPLER_NAMES", "check_same_autoencoder", "train_flow", "compare_latent_samplers",
-           "steps_study", "straightness", "markdown_report", "plot_overview", "plot_steps"]
+__all__ = ["main", "latent_compare", "build_parser", "SAMPLER_NAMES", "check_same_autoencoder", "train_flow",
+           "compare_latent_samplers", "steps_study", "straightness", "markdown_report", "plot_overview", "plot_steps"]
 
 #: display names of the four samplers, in table order
 SAMPLER_NAMES = {"naive": "naive Gaussian", "aeot": "AE-OT (extended map)", "ot_cfm": "OT-CFM",
@@ -60,34 +62,6 @@ SAMPLER_NAMES = {"naive": "naive Gaussian", "aeot": "AE-OT (extended map)", "ot_
 #: the coupling each flow slot must have been trained with
 FLOW_COUPLINGS = {"ot_cfm": "ot", "independent_cfm": "independent"}
 DEFAULT_STEPS = (1, 2, 5, 10, 20, 50)
-
-
-def build_parser() -> CommandParser:
-    parser = command_parser("ae-ot latent-compare", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--ckpt_path", required=True, help="AE-OT checkpoint (its autoencoder, codes and OT solution)")
-    parser.add_argument("--ot_cfm_ckpt", default=None, help="LatentFlowMatching checkpoint, coupling=ot "
-                                                            "(default: trained now on --ckpt_path's autoencoder)")
-    parser.add_argument("--independent_cfm_ckpt", default=None,
-                        help="LatentFlowMatching checkpoint, coupling=independent (default: trained now)")
-    parser.add_argument("--flow_config", default="models/latent_flow.yaml", help="config of the flows trained here")
-    parser.add_argument("--fit_args", default="", help="extra `ae-ot fit` arguments for the flows trained here, "
-                                                       "e.g. \"--model.flow_epochs=20\"")
-    parser.add_argument("--num_samples", type=int, default=10000, help="samples per sampler (default 10000)")
-    parser.add_argument("--num_codes", type=int, default=10000,
-                        help="training codes of the gap-score reference and the UMAP, as in `ae-ot umap` "
-                             "(default 10000)")
-    parser.add_argument("--steps", type=int, nargs="+", default=list(DEFAULT_STEPS), help="ODE step counts to score")
-    parser.add_argument("--steps_solver", choices=["midpoint", "euler"], default="midpoint")
-    parser.add_argument("--steps_num_samples", type=int, default=5000, help="samples per step count (default 5000)")
-    parser.add_argument("--copy_tolerance", type=float, default=1e-4,
-                        help="a generated code closer than this to a training code is a copy (default 1e-4)")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data_dir", default="data")
-    parser.add_argument("--output_dir", default="latent_compare")
-    parser.add_argument("--no_umap", action="store_true", help="skip the UMAP panels of the figure (umap-learn "
-                                                               "takes about a minute on 10,000 codes)")
-    parser.add_argument("--no_progress", action="store_true")
-    return parser
 
 
 # --------------------------------------------------------------------------------------------
@@ -446,80 +420,148 @@ def plot_steps(steps_rows: list[dict], straightness_of: dict, path: Path) -> Pat
     return path
 
 
-def _json_ready(result: dict, steps_rows, straightness_of, command: str, args) -> dict:
-    return {"command": command, "num_samples": args.num_samples, "seed": args.seed,
+def _json_ready(result: dict, steps_rows, straightness_of, command: str, num_samples: int, seed: int,
+                copy_tolerance: float) -> dict:
+    return {"command": command, "num_samples": num_samples, "seed": seed,
             "gap_threshold": result["gap_threshold"], "num_reference_codes": int(result["reference_codes"].shape[0]),
             "num_train_codes": result["num_train_codes"],
             "reference_median_nn_distance": result["reference_median_nn_distance"],
-            "copy_tolerance": args.copy_tolerance, "rows": result["rows"], "steps": steps_rows,
+            "copy_tolerance": copy_tolerance, "rows": result["rows"], "steps": steps_rows,
             "straightness_msd": straightness_of, "torch_threads": torch.get_num_threads(),
             "load_average": os.getloadavg()[0] if hasattr(os, "getloadavg") else None}
 
 
 # --------------------------------------------------------------------------------------------
-# main
+# The command
 # --------------------------------------------------------------------------------------------
-def _check_args(args) -> None:
+def _check_options(ckpt_path, ot_cfm_ckpt, independent_cfm_ckpt, flow_config, num_samples, num_codes, steps,
+                   steps_num_samples, copy_tolerance) -> None:
+    """Every check that needs no model: raises UserInputError or FileNotFoundError naming the option."""
     from ae_ot.flow_matching import check_num_steps
 
-    for name in ("num_samples", "steps_num_samples"):
-        if getattr(args, name) < 6:
-            raise UserInputError(f"--{name} must be at least 6 (k + 1 for the k=5 density/coverage), "
-                                 f"got {getattr(args, name)}")
-    if args.num_codes < 10:
-        raise UserInputError(f"--num_codes must be at least 10, got {args.num_codes}")
-    if not args.copy_tolerance > 0:
-        raise UserInputError(f"--copy_tolerance must be positive, got {args.copy_tolerance}")
-    for k in args.steps:
+    for name, value in (("num_samples", num_samples), ("steps_num_samples", steps_num_samples)):
+        if value < 6:
+            raise UserInputError(f"--{name} must be at least 6 (k + 1 for the k=5 density/coverage), got {value}")
+    if num_codes < 10:
+        raise UserInputError(f"--num_codes must be at least 10, got {num_codes}")
+    if not copy_tolerance > 0:
+        raise UserInputError(f"--copy_tolerance must be positive, got {copy_tolerance}")
+    for k in steps:
         check_num_steps(k)
-    for path in (args.ckpt_path, args.ot_cfm_ckpt, args.independent_cfm_ckpt):
+    for path in (ckpt_path, ot_cfm_ckpt, independent_cfm_ckpt):
         if path is not None and not Path(path).exists():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
-    if (args.ot_cfm_ckpt is None or args.independent_cfm_ckpt is None) and not Path(args.flow_config).is_file():
-        raise FileNotFoundError(f"flow config {args.flow_config} does not exist (needed to train the missing flows)")
+    if (ot_cfm_ckpt is None or independent_cfm_ckpt is None) and not Path(flow_config).is_file():
+        raise FileNotFoundError(f"flow config {flow_config} does not exist (needed to train the missing flows)")
 
 
-def main(argv: list[str] | None = None, classifier=None, reference=None) -> dict:
-    """Run the comparison. ``classifier`` / ``reference`` override the evaluation's defaults
-    (tests pass small ones)."""
-    args = build_parser().parse_args(argv)
-    _check_args(args)
-    out = Path(args.output_dir)
+def latent_compare(ckpt_path: str, ot_cfm_ckpt: str | None = None, independent_cfm_ckpt: str | None = None,
+                   flow_config: str = "models/latent_flow.yaml", fit_args: str = "", num_samples: int = 10000,
+                   num_codes: int = 10000, steps: Sequence[int] = DEFAULT_STEPS,
+                   steps_solver: Literal["midpoint", "euler"] = "midpoint", steps_num_samples: int = 5000,
+                   copy_tolerance: float = 1e-4, seed: int = 0, data_dir: str = "data",
+                   output_dir: str = "latent_compare", no_umap: bool = False, no_progress: bool = False, *,
+                   classifier=None, reference=None, command: str | None = None) -> dict:
+    """Score the four latent samplers of one autoencoder (module docstring), training the flows not
+    given; write the report, the JSON and the figures into ``output_dir``.
+
+    Parameters
+    ----------
+    ckpt_path : str
+        AE-OT checkpoint (its autoencoder, codes and OT solution)
+    ot_cfm_ckpt : str, optional
+        LatentFlowMatching checkpoint, coupling=ot (default: trained now on --ckpt_path's autoencoder)
+    independent_cfm_ckpt : str, optional
+        LatentFlowMatching checkpoint, coupling=independent (default: trained now)
+    flow_config : str
+        config of the flows trained here
+    fit_args : str
+        extra `ae-ot fit` arguments for the flows trained here, e.g. "--model.flow_epochs=20"
+    num_samples : int
+        samples per sampler
+    num_codes : int
+        training codes of the gap-score reference and the UMAP, as in `ae-ot umap`
+    steps : sequence of int
+        ODE step counts to score
+    steps_solver : {"midpoint", "euler"}
+        ODE solver of the step-count study
+    steps_num_samples : int
+        samples per step count
+    copy_tolerance : float
+        a generated code closer than this to a training code is a copy
+    seed : int
+        seed of the samples, the reference subset and the UMAP
+    data_dir : str
+        where MNIST IDX files are looked for
+    output_dir : str
+        folder of latent_compare.md/json/png, latent_steps.png and the flows trained here
+    no_umap : bool
+        skip the UMAP panels of the figure (umap-learn takes about a minute on 10,000 codes)
+    no_progress : bool
+        no progress lines and bars
+    classifier, reference : optional
+        override the evaluation's defaults (not options; tests pass small ones)
+    command : str, optional
+        the command recorded in the report (not an option; ``main`` gives what was typed; default: a
+        command line with these options)
+
+    Returns
+    -------
+    dict
+        The summary written to latent_compare.json.
+    """
+    options = dict(ckpt_path=ckpt_path, ot_cfm_ckpt=ot_cfm_ckpt, independent_cfm_ckpt=independent_cfm_ckpt,
+                   flow_config=flow_config, num_samples=num_samples, num_codes=num_codes, steps=list(steps),
+                   steps_num_samples=steps_num_samples, copy_tolerance=copy_tolerance)
+    _check_options(**options)
+    command = command or command_line("ae-ot latent-compare", dict(
+        options, fit_args=fit_args, steps_solver=steps_solver, seed=seed, data_dir=data_dir, output_dir=output_dir,
+        no_umap=no_umap, no_progress=no_progress))
+    out = Path(output_dir)
     out.mkdir(parents=True, exist_ok=True)
-    command = "ae-ot latent-compare " + shlex.join(argv if argv is not None else sys.argv[2:])
 
-    aeot = _load_aeot(args.ckpt_path)
+    aeot = _load_aeot(ckpt_path)
     architecture = {k: aeot.hparams[k] for k in ("latent_dim", "width", "channels", "loss") if k in aeot.hparams}
     flows = {}
-    for slot in ("ot_cfm", "independent_cfm"):
-        path = getattr(args, f"{slot}_ckpt")
+    for slot, path in (("ot_cfm", ot_cfm_ckpt), ("independent_cfm", independent_cfm_ckpt)):
         if path is None:
-            print(f"training the {SAMPLER_NAMES[slot]} flow on {args.ckpt_path} -> {out / 'runs' / slot}", flush=True)
-            path = train_flow(args.flow_config, args.ckpt_path, FLOW_COUPLINGS[slot], out / "runs" / slot,
-                              shlex.split(args.fit_args), architecture)
-        flows[slot] = _load_flow(path, slot, aeot, args.ckpt_path)
+            print(f"training the {SAMPLER_NAMES[slot]} flow on {ckpt_path} -> {out / 'runs' / slot}", flush=True)
+            path = train_flow(flow_config, ckpt_path, FLOW_COUPLINGS[slot], out / "runs" / slot, shlex.split(fit_args),
+                              architecture)
+        flows[slot] = _load_flow(path, slot, aeot, ckpt_path)
 
-    train_images, train_labels = _training_split(args.ckpt_path, args.data_dir)
+    train_images, train_labels = _training_split(ckpt_path, data_dir)
     if classifier is None and reference is None:
         from ae_ot.evaluation import get_classifier
 
-        classifier = get_classifier(progress=not args.no_progress)
-    result = compare_latent_samplers(aeot, flows, train_images, train_labels, args.num_samples, args.num_codes,
-                                     args.seed, args.copy_tolerance, classifier, reference,
-                                     progress=not args.no_progress)
+        classifier = get_classifier(progress=not no_progress)
+    result = compare_latent_samplers(aeot, flows, train_images, train_labels, num_samples, num_codes, seed,
+                                     copy_tolerance, classifier, reference, progress=not no_progress)
     print("quality against ODE steps", flush=True)
-    steps_rows = steps_study(flows, aeot, args.steps, args.steps_num_samples, args.seed, args.steps_solver,
-                             classifier, reference, result["reference_codes"], result["gap_threshold"],
-                             progress=not args.no_progress)
-    straightness_of = {name: straightness(flow, seed=args.seed) for name, flow in flows.items()}
+    steps_rows = steps_study(flows, aeot, list(steps), steps_num_samples, seed, steps_solver, classifier, reference,
+                             result["reference_codes"], result["gap_threshold"], progress=not no_progress)
+    straightness_of = {name: straightness(flow, seed=seed) for name, flow in flows.items()}
 
     markdown = markdown_report(result, steps_rows, straightness_of, command)
     (out / "latent_compare.md").write_text(markdown)
-    summary = _json_ready(result, steps_rows, straightness_of, command, args)
+    summary = _json_ready(result, steps_rows, straightness_of, command, num_samples, seed, copy_tolerance)
     (out / "latent_compare.json").write_text(json.dumps(summary, indent=2))
-    plot_overview(result, out / "latent_compare.png", use_umap=not args.no_umap, seed=args.seed)
+    plot_overview(result, out / "latent_compare.png", use_umap=not no_umap, seed=seed)
     plot_steps(steps_rows, straightness_of, out / "latent_steps.png")
     print(markdown)
     print(f"wrote {out / 'latent_compare.md'}, {out / 'latent_compare.json'}, {out / 'latent_compare.png'}, "
           f"{out / 'latent_steps.png'}")
     return summary
+
+
+def build_parser() -> CommandParser:
+    """``ae-ot latent-compare``'s options: the parameters of :func:`latent_compare` before ``*``."""
+    return function_parser("ae-ot latent-compare", latent_compare, description=__doc__.split("\n\n")[0])
+
+
+def main(argv: list[str] | None = None, classifier=None, reference=None) -> dict:
+    """Run the comparison. ``classifier`` / ``reference`` override the evaluation's defaults
+    (tests pass small ones)."""
+    command = "ae-ot latent-compare " + shlex.join(argv if argv is not None else sys.argv[2:])
+    return run_function(build_parser(), latent_compare, argv, classifier=classifier, reference=reference,
+                        command=command)

@@ -12,9 +12,9 @@ import numpy as np
 import torch
 
 from ae_ot.checks import UserInputError
-from ae_ot.commands.parsing import CommandParser, command_parser
+from ae_ot.commands.parsing import CommandParser, function_parser, run_function
 
-__all__ = ["main", "write_samples", "IMAGE_SUFFIXES", "ARRAY_SUFFIXES"]
+__all__ = ["main", "sample", "build_parser", "write_samples", "IMAGE_SUFFIXES", "ARRAY_SUFFIXES"]
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ARRAY_SUFFIXES = (".npy", ".pt")
@@ -48,25 +48,44 @@ def write_samples(images: torch.Tensor, output: str | Path, nrow: int | None = N
     return output
 
 
-def build_parser() -> CommandParser:
-    parser = command_parser("ae-ot sample", description=__doc__)
-    parser.add_argument("--ckpt_path", required=True, help="checkpoint written by `ae-ot fit`")
-    parser.add_argument("--num_samples", type=int, default=64)
-    parser.add_argument("--output", default="samples.png", help="a .png/.jpg grid, or a .npy/.pt array")
-    parser.add_argument("--seed", type=int, default=0, help="the same seed gives the same samples")
-    parser.add_argument("--nrow", type=int, default=None, help="images per grid row (default: square)")
-    return parser
+def sample(ckpt_path: str, num_samples: int = 64, output: str = "samples.png", seed: int = 0,
+           nrow: int | None = None) -> Path:
+    """Draw ``num_samples`` images from a checkpoint's generator and write them to ``output``.
 
+    Parameters
+    ----------
+    ckpt_path : str
+        checkpoint written by `ae-ot fit`
+    num_samples : int
+        images to draw (at least 1)
+    output : str
+        a .png/.jpg grid, or a .npy/.pt array
+    seed : int
+        the same seed gives the same samples
+    nrow : int, optional
+        images per grid row (default: square)
 
-def main(argv: list[str] | None = None) -> Path:
-    args = build_parser().parse_args(argv)
+    Returns
+    -------
+    Path
+        The file written.
+    """
     from ae_ot.checkpoint import load_generator
     from ae_ot.checks import require_positive_int
 
-    require_positive_int(num_samples=args.num_samples)
-    output = check_output_path(args.output)
-    model = load_generator(args.ckpt_path)
-    images = model.sample(args.num_samples, seed=args.seed)
-    write_samples(images, output, nrow=args.nrow)
-    print(f"wrote {args.num_samples} samples of {type(model).__name__} to {output}")
+    require_positive_int(num_samples=num_samples)
+    output = check_output_path(output)
+    model = load_generator(ckpt_path)
+    images = model.sample(num_samples, seed=seed)
+    write_samples(images, output, nrow=nrow)
+    print(f"wrote {num_samples} samples of {type(model).__name__} to {output}")
     return output
+
+
+def build_parser() -> CommandParser:
+    """``ae-ot sample``'s options: the parameters of :func:`sample`."""
+    return function_parser("ae-ot sample", sample, description=__doc__)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    return run_function(build_parser(), sample, argv)

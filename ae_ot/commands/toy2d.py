@@ -17,18 +17,23 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, get_args
 
 import torch
 
 from ae_ot.checks import UserInputError
-from ae_ot.commands.parsing import command_parser
+from ae_ot.commands.parsing import CommandParser, function_parser, run_function
 from ae_ot.evaluation.latent import gap_score, nearest_neighbour_distances
 from ae_ot.viz import save_figure
 
-__all__ = ["point_set", "solve_toy", "between_modes_fraction", "main", "POINT_SETS"]
+__all__ = ["point_set", "solve_toy", "between_modes_fraction", "run", "toy2d_figures", "build_parser", "main",
+           "POINT_SETS", "PointSetName"]
 
-POINT_SETS = ("8gaussians", "25gaussians", "swissroll")
+#: the names of the point sets (the choices of ``--sets``)
+PointSetName = Literal["8gaussians", "25gaussians", "swissroll"]
+POINT_SETS: tuple[str, ...] = get_args(PointSetName)
 
 
 def point_set(name: str, n: int = 1000, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -145,25 +150,52 @@ def run(names=POINT_SETS, output_dir: str | Path = "toy2d", num_points: int = 10
     return results
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = command_parser("ae-ot toy2d", description=__doc__)
-    parser.add_argument("--output_dir", default="toy2d")
-    parser.add_argument("--sets", nargs="+", default=list(POINT_SETS), choices=POINT_SETS)
-    parser.add_argument("--num_points", type=int, default=1000)
-    parser.add_argument("--num_samples", type=int, default=4000)
-    parser.add_argument("--angle_threshold", type=float, default=8.0, help="degrees")
-    parser.add_argument("--radius", type=float, default=0.6,
-                        help="interpolation band, fraction of the farthest runner-up facet distance")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--time_limit", type=float, default=20.0, help="seconds of OT solve per set")
-    args = parser.parse_args(argv)
-    if args.num_points < 2 or args.num_samples < 1:
+def toy2d_figures(output_dir: str = "toy2d", sets: Sequence[PointSetName] = POINT_SETS, num_points: int = 1000,
+                  num_samples: int = 4000, angle_threshold: float = 8.0, radius: float = 0.6, seed: int = 0,
+                  time_limit: float = 20.0) -> dict:
+    """Solve, sample and draw each point set (module docstring) and print how many samples land
+    between modes; :func:`run` with the command's options.
+
+    Parameters
+    ----------
+    output_dir : str
+        folder of the figures (<set>.png) and the numbers (toy2d.json)
+    sets : sequence of str
+        point sets to solve and draw: 8gaussians, 25gaussians, swissroll
+    num_points : int
+        targets per point set (at least 2)
+    num_samples : int
+        samples of the plain and the extended map (at least 1)
+    angle_threshold : float
+        degrees
+    radius : float
+        interpolation band, fraction of the farthest runner-up facet distance
+    seed : int
+        seed of the point sets, the solver and the samples
+    time_limit : float
+        seconds of OT solve per set
+
+    Returns
+    -------
+    dict
+        Per point set, the numbers of :func:`run`.
+    """
+    if num_points < 2 or num_samples < 1:
         raise UserInputError("num_points must be >= 2 and num_samples >= 1")
-    results = run(args.sets, args.output_dir, args.num_points, args.num_samples, args.angle_threshold,
-                  args.radius, seed=args.seed, time_limit=args.time_limit)
+    results = run(list(sets), output_dir, num_points, num_samples, angle_threshold, radius, seed=seed,
+                  time_limit=time_limit)
     for name, r in results.items():
         print(f"{name:12s} between modes: plain {100 * r['between_modes_plain']:.2f}%  extended "
               f"{100 * r['between_modes_extended']:.2f}%  new points {100 * r['extended_not_a_target']:.1f}%  "
               f"OT error {100 * r['held_out_mean_rel_error']:.2f}%")
-    print(f"figures in {args.output_dir}/")
+    print(f"figures in {output_dir}/")
     return results
+
+
+def build_parser() -> CommandParser:
+    """``ae-ot toy2d``'s options: the parameters of :func:`toy2d_figures`."""
+    return function_parser("ae-ot toy2d", toy2d_figures, description=__doc__)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_function(build_parser(), toy2d_figures, argv)

@@ -8,29 +8,34 @@ The weights go to ``$AE_OT_CACHE`` or ``~/.cache/ae-ot`` as ``classifier-<key>.p
 
 from __future__ import annotations
 
-from ae_ot.commands.parsing import CommandParser, command_parser
+from ae_ot.commands.parsing import CommandParser, function_parser, run_function
 
-__all__ = ["main", "build_parser"]
-
-
-def build_parser() -> CommandParser:
-    parser = command_parser("ae-ot train-classifier",
-                                     description="Train and cache the MNIST classifier whose features the metrics use.")
-    parser.add_argument("--force", action="store_true", help="retrain even when cached weights exist")
-    parser.add_argument("--data_dir", default="data", help="where MNIST IDX files are looked for (default data)")
-    parser.add_argument("--no_progress", action="store_true", help="no progress bar")
-    return parser
+__all__ = ["main", "train_classifier", "build_parser"]
 
 
-def main(argv: list[str] | None = None):
+def train_classifier(force: bool = False, data_dir: str = "data", no_progress: bool = False):
+    """Train and cache the MNIST classifier whose features the metrics use (or load the cached one),
+    and print its test accuracy.
+
+    Parameters
+    ----------
+    force : bool
+        retrain even when cached weights exist
+    data_dir : str
+        where MNIST IDX files are looked for
+    no_progress : bool
+        no progress bar
+
+    Returns
+    -------
+    MNISTClassifier
+        The classifier, with ``cache_path`` and ``info``.
+    """
+    from ae_ot.data import load_mnist
     from ae_ot.evaluation.classifier import CODE_VERSION, classifier_accuracy, get_classifier
 
-    args = build_parser().parse_args(argv)
-    from ae_ot.data import load_mnist
-
-    splits = load_mnist(args.data_dir)
-    model = get_classifier(train_if_missing=True, progress=not args.no_progress, splits=splits,
-                           force_retrain=args.force)
+    splits = load_mnist(data_dir)
+    model = get_classifier(train_if_missing=True, progress=not no_progress, splits=splits, force_retrain=force)
     info = getattr(model, "info", {}) or {}
     accuracy = classifier_accuracy(model, splits.test_images, splits.test_labels)
     seconds = info.get("train_seconds")
@@ -40,3 +45,13 @@ def main(argv: list[str] | None = None):
     if accuracy < 0.99:
         print("  warning: below the 99.0% the metrics assume")
     return model
+
+
+def build_parser() -> CommandParser:
+    """``ae-ot train-classifier``'s options: the parameters of :func:`train_classifier`."""
+    return function_parser("ae-ot train-classifier", train_classifier,
+                           description="Train and cache the MNIST classifier whose features the metrics use.")
+
+
+def main(argv: list[str] | None = None):
+    return run_function(build_parser(), train_classifier, argv)

@@ -17,12 +17,12 @@ from pathlib import Path
 import torch
 
 from ae_ot.checks import UserInputError
-from ae_ot.commands.parsing import command_parser
+from ae_ot.commands.parsing import CommandParser, function_parser, run_function
 from ae_ot.evaluation.latent import gap_score, gap_threshold, nearest_neighbour_distances
 from ae_ot.generators.autoencoder import gaussian_sampler, sample_gaussian
 from ae_ot.viz import save_figure
 
-__all__ = ["latent_gap_report", "main"]
+__all__ = ["latent_gap_report", "umap_figure", "build_parser", "main"]
 
 
 def latent_gap_report(model, images: torch.Tensor, labels: torch.Tensor, num_samples: int = 2000,
@@ -103,18 +103,34 @@ def _draw(model, codes, labels, naive, ot_codes, threshold, output, result, umap
     plt.close(fig)
 
 
-def main(argv: list[str] | None = None) -> dict:
-    parser = command_parser("ae-ot umap", description=__doc__)
-    parser.add_argument("--ckpt_path", required=True, help="an AE-OT checkpoint written by `ae-ot fit`")
-    parser.add_argument("--output", default="umap.png", help="figure (.png); the scores go to the .json beside it")
-    parser.add_argument("--num_codes", type=int, default=10000, help="training images encoded for the reference")
-    parser.add_argument("--num_samples", type=int, default=2000, help="naive and OT codes generated each")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--data_dir", default="data")
-    args = parser.parse_args(argv)
-    if args.num_codes < 10 or args.num_samples < 1:
+def umap_figure(ckpt_path: str, output: str = "umap.png", num_codes: int = 10000, num_samples: int = 2000,
+                seed: int = 0, data_dir: str = "data") -> dict:
+    """The gap scores of naive and AE-OT latent samples of an AE-OT checkpoint, and their UMAP figure
+    (module docstring); the scores also go to the .json beside the figure.
+
+    Parameters
+    ----------
+    ckpt_path : str
+        an AE-OT checkpoint written by `ae-ot fit`
+    output : str
+        figure (.png, .jpg, .pdf or .svg); the scores go to the .json beside it
+    num_codes : int
+        training images encoded for the reference (at least 10)
+    num_samples : int
+        naive and OT codes generated each (at least 1)
+    seed : int
+        seed of the training subset, the samples and UMAP
+    data_dir : str
+        where MNIST IDX files are looked for
+
+    Returns
+    -------
+    dict
+        The scores of :func:`latent_gap_report`.
+    """
+    if num_codes < 10 or num_samples < 1:
         raise UserInputError("num_codes must be >= 10 and num_samples >= 1")
-    output = Path(args.output)
+    output = Path(output)
     if output.suffix.lower() not in (".png", ".jpg", ".pdf", ".svg"):
         raise UserInputError(f"unknown figure suffix {output.suffix!r}: use .png, .jpg, .pdf or .svg")
     if not output.parent.is_dir():
@@ -123,14 +139,22 @@ def main(argv: list[str] | None = None) -> dict:
     from ae_ot.checkpoint import load_generator
     from ae_ot.data import load_mnist
 
-    model = load_generator(args.ckpt_path)
+    model = load_generator(ckpt_path)
     if not hasattr(model, "latent_samples"):
-        raise UserInputError(f"{args.ckpt_path} holds a {type(model).__name__}; `ae-ot umap` needs an AE-OT checkpoint")
-    splits = load_mnist(args.data_dir)
-    keep = torch.randperm(splits.train_images.shape[0], generator=torch.Generator().manual_seed(args.seed))
-    keep = keep[: args.num_codes]
-    result = latent_gap_report(model, splits.train_images[keep], splits.train_labels[keep], args.num_samples,
-                               args.seed, output)
+        raise UserInputError(f"{ckpt_path} holds a {type(model).__name__}; `ae-ot umap` needs an AE-OT checkpoint")
+    splits = load_mnist(data_dir)
+    keep = torch.randperm(splits.train_images.shape[0], generator=torch.Generator().manual_seed(seed))
+    keep = keep[:num_codes]
+    result = latent_gap_report(model, splits.train_images[keep], splits.train_labels[keep], num_samples, seed, output)
     print(f"gap score: naive {100 * result['gap_score_naive']:.2f}%  AE-OT {100 * result['gap_score_ot']:.2f}%  "
           f"(ratio {result['ratio_ot_to_naive']:.3f}); figure {output}, numbers {output.with_suffix('.json')}")
     return result
+
+
+def build_parser() -> CommandParser:
+    """``ae-ot umap``'s options: the parameters of :func:`umap_figure`."""
+    return function_parser("ae-ot umap", umap_figure, description=__doc__)
+
+
+def main(argv: list[str] | None = None) -> dict:
+    return run_function(build_parser(), umap_figure, argv)
