@@ -45,8 +45,6 @@ sys.path.insert(0, str(ROOT))
 #: metrics copied from evaluate_samples into each row (the names ``ae-ot compare`` prints)
 QUALITY_KEYS = ("fid_classifier", "precision_k3", "recall_k3", "density_k5", "coverage_k5", "modes_covered",
                 "kl_to_uniform")
-#: options that must match for rows to belong to one study (a rerun appends only to its own study)
-STUDY_KEYS = ("ckpt_path", "num_samples", "eval_samples", "seed", "data_dir")
 
 
 # ---- inputs ---------------------------------------------------------------------------------------
@@ -194,12 +192,13 @@ def run(a) -> None:
 
     out = Path(a.out)
     out.parent.mkdir(parents=True, exist_ok=True)
+    # Rows belong to one study only if these match: a rerun appends to its own study alone.
     study = {"ckpt_path": str(Path(a.ckpt_path).resolve()), "num_samples": a.num_samples,
              "eval_samples": a.eval_samples, "seed": a.seed, "data_dir": a.data_dir}
     config_path = out.with_name(out.name + ".config.json")
     if config_path.is_file():
         saved = json.loads(config_path.read_text())
-        differ = [k for k in STUDY_KEYS if saved.get(k) != study[k]]
+        differ = [k for k in study if saved.get(k) != study[k]]
         if differ and read_rows(out):
             raise SystemExit(f"{out} holds another study (different {', '.join(differ)}: "
                              f"{ {k: saved.get(k) for k in differ} }); give another --out")
