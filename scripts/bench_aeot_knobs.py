@@ -10,7 +10,9 @@ every pair (number of targets, OT seconds):
 * its held-out mean relative cell-measure error on ``--eval_samples`` fresh samples, raw, with the
   Monte Carlo noise floor and noise-corrected (``SemiDiscreteOT.errors``), outside the budget;
 * ``--num_samples`` generated digits scored as ``ae-ot compare`` scores them (FID on the project's
-  classifier features, precision/recall k=3, density/coverage k=5, modes, KL to uniform).
+  classifier features, precision/recall k=3, density/coverage k=5, modes, KL to uniform), once per
+  band of the extended map in ``--radii`` (``AEOT(radius=...)``; 0 is the plain map, whose samples
+  are copies of targets), with the fraction of generated codes that copy a training code.
 
 Two reference rows bound what any latent sampler can reach with this decoder: the real test split,
 and the decoded training codes themselves (the autoencoder's reconstructions: a sampler that
@@ -42,6 +44,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+#: a generated code closer than this to a training code is a copy (as ``ae-ot latent-compare``)
+COPY_TOLERANCE = 1e-4
 #: metrics copied from evaluate_samples into each row (the names ``ae-ot compare`` prints)
 QUALITY_KEYS = ("fid_classifier", "precision_k3", "recall_k3", "density_k5", "coverage_k5", "modes_covered",
                 "kl_to_uniform")
@@ -77,8 +81,25 @@ def parse_budgets(text: str) -> list[float]:
     return values
 
 
-def row_key(num_targets: int | None, budget: float) -> str:
-    return f"{'all' if num_targets is None else num_targets}@{budget:g}s"
+#: the extended map's band (``AEOT(radius=...)``) of the rows that do not name one
+DEFAULT_RADIUS = 0.8
+
+
+def parse_radii(text: str) -> list[float]:
+    """``"0,0.3,0.8"`` -> ``[0.0, 0.3, 0.8]`` (the extended map's band; 0 is the plain map)."""
+    try:
+        values = [float(item) for item in text.split(",")]
+    except ValueError:
+        raise SystemExit(f"--radii must be a comma list of numbers >= 0, e.g. 0,0.3,0.8; got {text!r}") from None
+    if not all(math.isfinite(v) and v >= 0 for v in values):
+        raise SystemExit(f"--radii must be finite numbers >= 0, got {text!r}")
+    return values
+
+
+def row_key(num_targets: int | None, budget: float, radius: float = DEFAULT_RADIUS) -> str:
+    """``10000@150s`` (default band) or ``10000@150s r=0.3``."""
+    key = f"{'all' if num_targets is None else num_targets}@{budget:g}s"
+    return key if radius == DEFAULT_RADIUS else f"{key} r={radius:g}"
 
 
 def read_rows(path: Path) -> list[dict]:
@@ -156,8 +177,11 @@ def reference_rows(model, codes: torch.Tensor, test_images: torch.Tensor, refere
              **score(decoded, reference, seed)}]
 
 
-def solve_and_score(model, codes: torch.Tensor, num_targets: int | None, budget: float, reference, a) -> dict:
-    """One (targets, budget) point: solve, held-out error, sample quality."""
+def solve_and_score(model, codes: torch.Tensor, num_targets: int | None, budget: float, radii: list[float],
+                    reference, a) -> list[dict]:
+    """One (targets, budget) solve, its held-out error, and the sample quality of each band in ``radii``."""
+    from ae_ot.evaluation.latent import nearest_neighbour_distances
+
     model.hparams.num_targets = num_targets
     model.hparams.ot_time_limit = budget
     model.hparams.ot_tol = None
@@ -171,19 +195,30 @@ def solve_and_score(model, codes: torch.Tensor, num_targets: int | None, budget:
     started = time.perf_counter()
     errors = model.solver.errors(num_samples=a.eval_samples, seed=a.seed + 1)
     eval_seconds = time.perf_counter() - started
-    started = time.perf_counter()
-    images = model.sample(a.num_samples, seed=a.seed)
-    sample_seconds = time.perf_counter() - started
-    return {
-        "key": row_key(num_targets, budget), "kind": "aeot",
+    solve = {
         "num_targets": report["num_targets"], "num_codes": report["num_codes"], "budget_s": budget,
         "solve_s": round(solve_seconds, 2), "steps": report.get("steps"), "solver_samples": report.get("samples"),
         "heldout_mean_rel": errors["mean_rel"], "noise_floor": errors["noise_floor"],
         "heldout_mean_rel_corrected": errors["mean_rel_corrected"], "empty_cells": int(errors["empty_cells"]),
-        "eval_samples": a.eval_samples, "eval_s": round(eval_seconds, 2), "sample_s": round(sample_seconds, 2),
+        "eval_samples": a.eval_samples, "eval_s": round(eval_seconds, 2),
         "warnings": sorted({str(w.message)[:200] for w in caught}),
-        **score(images, reference, a.seed),
     }
+    rows = []
+    for radius in radii:
+        model.hparams.radius = radius
+        started = time.perf_counter()
+        images = model.sample(a.num_samples, seed=a.seed)
+        sample_seconds = time.perf_counter() - started
+        # The same noise as the images: which generated codes are copies of a training code
+        # (a sampler that only copies cannot beat the decoded-codes row).
+        generated = model.latent_samples(a.num_samples, torch.Generator().manual_seed(a.seed))
+        nearest = nearest_neighbour_distances(codes, generated)
+        rows.append({"key": row_key(num_targets, budget, radius), "kind": "aeot", **solve, "radius": radius,
+                     "sample_s": round(sample_seconds, 2),
+                     "copies_of_training_codes": (nearest < COPY_TOLERANCE).float().mean().item(),
+                     **score(images, reference, a.seed)})
+    model.hparams.radius = DEFAULT_RADIUS
+    return rows
 
 
 def run(a) -> None:
@@ -205,9 +240,11 @@ def run(a) -> None:
     targets, budgets = parse_targets(a.targets), parse_budgets(a.budgets)
     write_json_atomic({**study, "targets": a.targets, "budgets": a.budgets, "command": sys.argv}, config_path)
 
+    radii = parse_radii(a.radii)
     done = {row["key"] for row in read_rows(out)}
-    todo = [(n, b) for n in targets for b in budgets if row_key(n, b) not in done]
-    print(f"{len(done)} row(s) already in {out}; {len(todo)} to measure", flush=True)
+    todo = [(n, b, [r for r in radii if row_key(n, b, r) not in done]) for n in targets for b in budgets]
+    todo = [(n, b, rs) for n, b, rs in todo if rs]
+    print(f"{len(done)} row(s) already in {out}; {len(todo)} solve(s) to run", flush=True)
     torch.manual_seed(a.seed)
     model, data_hparams = aeot_from_checkpoint(a.ckpt_path, a.seed)
     channels = model.hparams.channels
@@ -221,11 +258,11 @@ def run(a) -> None:
         for row in reference_rows(model, codes, test_images, reference, a.num_samples, a.seed):
             append_row(out, row)
             print(format_row(row), flush=True)
-    for num_targets, budget in todo:
+    for num_targets, budget, todo_radii in todo:
         print(f"solving {row_key(num_targets, budget)} ...", flush=True)
-        row = solve_and_score(model, codes, num_targets, budget, reference, a)
-        append_row(out, row)
-        print(format_row(row), flush=True)
+        for row in solve_and_score(model, codes, num_targets, budget, todo_radii, reference, a):
+            append_row(out, row)
+            print(format_row(row), flush=True)
     print(markdown_table(read_rows(out)))
 
 
@@ -239,19 +276,25 @@ def format_row(row: dict) -> str:
             f"{row['heldout_mean_rel_corrected']:.2%}, {row['empty_cells']} empty); {quality}")
 
 
+def _percent(value) -> str:
+    return "—" if value is None else f"{value:.0%}"
+
+
 def markdown_table(rows: list[dict]) -> str:
     head = ("| targets | OT budget (s) | steps | held-out error raw / floor / **corrected** | empty cells "
-            "| FID | precision | recall | density | coverage | modes | KL |")
+            "| band r | copies | FID | precision | recall | density | coverage | modes | KL |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
-    order = sorted(rows, key=lambda r: (r["kind"] != "reference", r.get("num_targets") or 0, r.get("budget_s") or 0))
+    order = sorted(rows, key=lambda r: (r["kind"] != "reference", r.get("num_targets") or 0, r.get("budget_s") or 0,
+                                        -r.get("radius", DEFAULT_RADIUS)))
     for r in order:
         q = (f"{r['fid_classifier']:.2f} | {r['precision_k3']:.3f} | {r['recall_k3']:.3f} | {r['density_k5']:.3f} "
              f"| {r['coverage_k5']:.3f} | {r['modes_covered']} | {r['kl_to_uniform']:.4f}")
         if r["kind"] == "reference":
-            lines.append(f"| {r['what']} | — | — | — | — | {q} |")
+            lines.append(f"| {r['what']} | — | — | — | — | — | — | {q} |")
         else:
             lines.append(f"| {r['num_targets']:,} | {r['budget_s']:g} | {r['steps']} | {r['heldout_mean_rel']:.1%} / "
-                         f"{r['noise_floor']:.1%} / **{r['heldout_mean_rel_corrected']:.1%}** | {r['empty_cells']} | {q} |")
+                         f"{r['noise_floor']:.1%} / **{r['heldout_mean_rel_corrected']:.1%}** | {r['empty_cells']} "
+                         f"| {r.get('radius', DEFAULT_RADIUS):g} | {_percent(r.get('copies_of_training_codes'))} | {q} |")
     return "\n".join(lines)
 
 
@@ -271,10 +314,12 @@ def plot(a) -> None:
               ("precision_k3", "precision (k=3)"), ("coverage_k5", "coverage (k=5)")]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.6))
     for ax, (key, label) in zip(axes, panels):
-        for n in sorted({r["num_targets"] for r in solved}):
-            line = sorted((r for r in solved if r["num_targets"] == n), key=lambda r: r["budget_s"])
+        for n, radius in sorted({(r["num_targets"], r.get("radius", DEFAULT_RADIUS)) for r in solved}):
+            line = sorted((r for r in solved if r["num_targets"] == n and r.get("radius", DEFAULT_RADIUS) == radius),
+                          key=lambda r: r["budget_s"])
             xs = [100 * r["heldout_mean_rel_corrected"] for r in line]
-            ax.plot(xs, [r[key] for r in line], "o-", label=f"{n:,} targets")
+            band = "" if radius == DEFAULT_RADIUS else f", band r={radius:g}"
+            ax.plot(xs, [r[key] for r in line], "o-" if len(line) > 1 else "s", label=f"{n:,} targets{band}")
             for r, x in zip(line, xs):
                 ax.annotate(f"{r['budget_s']:g}s", (x, r[key]), fontsize=7, textcoords="offset points", xytext=(3, 3))
         for r, style in zip((r for r in rows if r["kind"] == "reference"), (":", "--")):
@@ -293,6 +338,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ckpt_path", help="run: an Autoencoder or AE-OT checkpoint trained on MNIST")
     parser.add_argument("--targets", default="10000,30000,all", help="numbers of OT targets (comma list, 'all')")
     parser.add_argument("--budgets", default="60,150,300", help="OT solve seconds (comma list)")
+    parser.add_argument("--radii", default=f"{DEFAULT_RADIUS:g}",
+                        help="bands of the extended map scored on each solve (comma list; 0: the plain map)")
     parser.add_argument("--num_samples", type=int, default=10000, help="generated digits scored per point")
     parser.add_argument("--eval_samples", type=int, default=1 << 22, help="samples of the held-out OT error")
     parser.add_argument("--seed", type=int, default=0)

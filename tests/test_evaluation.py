@@ -346,12 +346,17 @@ def test_aeot_knob_study_measures_resumes_and_refuses_another_study(ae_checkpoin
     knobs = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(knobs)
     out = tmp_path / "knobs.jsonl"
-    argv = ["run", "--ckpt_path", str(ae_checkpoint), "--targets", "50,all", "--budgets", "0.5", "--num_samples", "60",
-            "--eval_samples", "20000", "--out", str(out), "--no_progress"]
+    argv = ["run", "--ckpt_path", str(ae_checkpoint), "--targets", "50,all", "--budgets", "0.5", "--radii", "0.8,0",
+            "--num_samples", "60", "--eval_samples", "20000", "--out", str(out), "--no_progress"]
     knobs.main(argv)
     rows = knobs.read_rows(out)
-    assert [r["key"] for r in rows] == ["real-test", "decoded-codes", "50@0.5s", "all@0.5s"]
-    few, every = rows[2], rows[3]
+    keys = ["real-test", "decoded-codes", "50@0.5s", "50@0.5s r=0", "all@0.5s", "all@0.5s r=0"]
+    assert [r["key"] for r in rows] == keys
+    few, every = rows[2], rows[4]
+    # the plain map (band 0) only returns targets, which are training codes; the extended map blends
+    assert rows[3]["copies_of_training_codes"] == rows[5]["copies_of_training_codes"] == 1.0
+    assert few["copies_of_training_codes"] < 1.0 and few["radius"] == 0.8
+    assert rows[3]["heldout_mean_rel"] == few["heldout_mean_rel"]  # one solve, two bands
     assert few["num_targets"] == 50 and every["num_targets"] == every["num_codes"] > 50
     for row in (few, every):
         assert row["steps"] > 0 and row["eval_samples"] == 20000
@@ -366,8 +371,8 @@ def test_aeot_knob_study_measures_resumes_and_refuses_another_study(ae_checkpoin
     out.write_text("\n".join(lines[:-1]) + "\n" + lines[-1][:25])
     knobs.main(argv)
     again = knobs.read_rows(out)
-    assert [r["key"] for r in again] == ["real-test", "decoded-codes", "50@0.5s", "all@0.5s"]
-    assert again[:3] == rows[:3]
+    assert [r["key"] for r in again] == keys
+    assert again[:5] == rows[:5]
 
     with pytest.raises(SystemExit, match="holds another study"):
         knobs.main([*argv, "--seed", "1"])

@@ -127,6 +127,21 @@ def test_missed_tol_is_reported_and_warned():
     assert "above tol=0.0001" in report.message
 
 
+@pytest.mark.slow  # ~50 s: a 2,000-cell solve to 3% and an 8M-sample check
+def test_tol_stop_with_a_floor_of_tol_is_confirmed_by_a_larger_evaluation():
+    # The precise check has a noise floor ~ tol; its noise-corrected error must agree with an
+    # evaluation of ~6 x the samples (less than half the floor), so a fit never stops on a false "<= tol".
+    ot = SemiDiscreteOT(_targets(2000, 4, 3), seed=0)
+    report = ot.fit(tol=0.03, progress=False)
+    assert report.converged and report.stop_reason == "tol"
+    precise = [h for h in report.history if h["kind"] == "precise"]
+    assert precise and 0.8 * 0.03 < precise[-1]["noise_floor"] < 1.05 * 0.03
+    check = ot.errors(1 << 23, seed=5)  # ~6x the samples of the check: floor 1.2%
+    assert check["noise_floor"] < 0.5 * precise[-1]["noise_floor"]
+    assert check["mean_rel_corrected"] < 1.15 * 0.03
+    assert abs(check["mean_rel_corrected"] - precise[-1]["mean_rel_corrected"]) < 0.15 * 0.03
+
+
 def test_empty_cells_are_reported_and_warned():
     # A target far outside the box has an empty cell after one step.
     y = torch.cat([_targets(200, 3, 2), torch.full((1, 3), 40.0)])

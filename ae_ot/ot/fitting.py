@@ -6,13 +6,23 @@ callback, the recovery from blow-ups (non-finite heights go back to the best ite
 final verdict (``FitReport.converged`` and its ``message``).
 
 Evaluation schedule with ``tol`` (default): each held-out evaluation of M samples costs about as
-much as M / batch_size solver steps, and a precise one (noise floor tol / 2) can cost more than
-the whole solve. So the driver keeps the evaluations under ``EVAL_FRACTION`` of the solver time,
-and screens first: cheap evaluations (noise floors ~ 2 tol, then ~ tol; each costs a quarter of the
-next) decide whether the precise one is worth running, so an iterate far from tol costs a small
-evaluation only. The stages draw one growing stream of samples, so the precise evaluation reuses
-the screens' samples. The stop is always decided by the precise evaluation (or by exact areas in
-2-D).
+much as M / batch_size solver steps, and a precise one can cost more than the whole solve.
+
+* The precise evaluation has a noise floor ~ ``PRECISE_FLOOR`` x tol (= tol): its noise-corrected
+  error is then within ~2% of the truth (measured on a Gaussian mixture, N = 2,000, d = 16, tol 2%:
+  1.785% in the fit against 1.783% from 2^25 samples), at a quarter of the samples of a floor
+  tol / 2.
+* Screening first: a cheap evaluation (floor ~ 2 tol, a quarter of the samples) decides whether
+  the precise one is worth running, so an iterate far from tol costs a small evaluation only. The
+  stages draw one growing stream of samples, so the precise evaluation reuses the screen's samples.
+* When: once the evaluations have cost ``EVAL_FRACTION`` of the solver time. A rule that
+  predicted the time of tol from the Monte Carlo rate (error ~ t^(-1/2)) was tried and lost, side
+  by side on that mixture (two runs each, one process): 56-60 s per call against 47-48 s, because
+  the error there falls more slowly (~ t^(-0.4)) and the optimistic predictions paid for 4-5
+  failed precise checks instead of 2. With the precise floor at tol / 2 (before 2026-12) the same
+  call took 144 s: a failed 18 s check pushed the next one past max_steps.
+
+The stop is always decided by the precise evaluation (or by exact areas in 2-D).
 """
 
 from __future__ import annotations
@@ -30,12 +40,20 @@ from ae_ot.ot.methods import EXACT2D_MAX_TARGETS, make_method, resolve_method
 from ae_ot.ot.sources import derive_seed
 from ae_ot.ot.unit_problem import noise_floor
 
-__all__ = ["FitReport", "run_fit", "ConvergenceWarning", "SolverDivergedError", "EVAL_FRACTION", "EVAL_STREAM"]
+__all__ = ["FitReport", "run_fit", "ConvergenceWarning", "SolverDivergedError", "EVAL_FRACTION", "EVAL_STREAM",
+           "PRECISE_FLOOR", "SCREEN_LEVELS"]
 
 #: seed stream of the held-out evaluations in fit: derive_seed(seed, EVAL_STREAM, step)
 EVAL_STREAM = 2
 #: the adaptive schedule keeps evaluation time <= this fraction of solver time
 EVAL_FRACTION = 0.25
+#: the precise evaluation's noise floor, as a multiple of tol (see the module docstring)
+PRECISE_FLOOR = 1.0
+#: screening evaluations before a precise one: (noise floor / tol, pass if corrected error <= margin * tol).
+#: A coarser first level (4 tol, 1/16 of the samples) was measured side by side and dropped: 47-54 s
+#: against 51 s per call on the Gaussian mixture, and on MNIST codes it only brought the first
+#: 16M-sample precise check (~100 s there) forward.
+SCREEN_LEVELS = ((2.0, 1.5), (1.0, 1.3))
 #: blow-ups recovered from before a fit gives up
 MAX_RESTARTS = 10
 
@@ -127,7 +145,7 @@ class _StagedEvaluation:
 
     Cell counts of the stages add up, so screening at M_1 < M_2 < ... samples costs M_last samples
     in all, not M_1 + M_2 + ...: the precise evaluation reuses the screens' samples (with the
-    screens at floors 2 tol and tol and the precise one at tol / 2, a quarter of its samples).
+    screen at floor ~2 tol and the precise one at ~tol, a passing screen costs nothing extra).
     """
 
     def __init__(self, evaluator: _Evaluator, state: dict):
@@ -168,15 +186,14 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
         raise UserInputError(f"exact_eval=True needs a 2-D problem in one process; this one has d = {ot.dim}")
     adaptive = tol is not None and eval_every is None
     if eval_samples is None:
-        eval_samples = _samples_for_floor(tol / 2, n) if tol else 1 << 20
+        eval_samples = _samples_for_floor(PRECISE_FLOOR * tol, n) if tol else 1 << 20
         eval_samples = max(eval_samples, 1 << 20)
-    # Screening levels: floors ~2 tol and ~tol. Their noise-corrected estimates run low by up to
-    # ~15% when the error is near the floor, hence the pass margins 1.5 and 1.3 (measured on a
-    # Gaussian mixture, N = 2,000, d = 16, tol 2%: 72 s for the call against 320 s with a precise
-    # evaluation every 25 steps; a pass margin of 1.0 or EVAL_FRACTION 0.5 took 128-139 s).
+    # Screening levels (SCREEN_LEVELS), those that cost less than half the precise evaluation: with the
+    # default precise floor ~tol only the 2 tol screen (a quarter of the samples). A screen's
+    # corrected estimate is imprecise (its floor is above tol), hence the pass margins.
     screen_levels = []
     if adaptive and not exact:
-        for floor_factor, margin in ((2.0, 1.5), (1.0, 1.3)):
+        for floor_factor, margin in SCREEN_LEVELS:
             samples = _samples_for_floor(floor_factor * tol, n)
             if samples < eval_samples / 2 and all(samples > s for s, _ in screen_levels):
                 screen_levels.append((samples, margin))

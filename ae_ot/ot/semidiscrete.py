@@ -432,10 +432,10 @@ class SemiDiscreteOT:
         eval_every : int, optional
             Evaluate every this many steps. Default: with ``tol``, an adaptive schedule that keeps
             the evaluations under a quarter of the solver time (a cheap screening evaluation, and a
-            precise one only when the screening says the error may be below ``tol``); without
-            ``tol``, only at the end.
+            precise one only when the screening says the error may be below ``tol``;
+            :mod:`ae_ot.ot.fitting`); without ``tol``, only at the end.
         eval_samples : int, optional
-            Samples of a precise evaluation (default: a noise floor ~ tol / 2, in [2^20, 2^24]).
+            Samples of a precise evaluation (default: a noise floor ~ tol, in [2^20, 2^24]).
         eval_times : sequence of float, optional
             Also evaluate when the solver time first passes each of these seconds (benchmarks).
         exact_eval : bool, optional
