@@ -76,7 +76,7 @@ def tiny_configs(folder: Path) -> tuple[Path, Path]:
     on 500 of the 1,000 training codes)."""
     nan = write_config(folder, "nan_lr", "autoencoder", **{"lr: 0.002": "lr: 1.0e+30", "loss: bce": "loss: mse"})
     aeot = write_config(folder, "tiny_ae_ot", "ae_ot", **{"ot_time_limit: 150": "ot_time_limit: 1",
-                                                         "num_targets: 10000": "num_targets: 500"})
+                                                         "num_targets: null": "num_targets: 500"})
     return nan, aeot
 
 
