@@ -165,12 +165,17 @@ def score(images: torch.Tensor, reference, seed: int) -> dict:
     return {key: metrics[key] for key in QUALITY_KEYS}
 
 
+def decode_codes(model, codes: torch.Tensor) -> torch.Tensor:
+    """Images [n, C, 28, 28] in [0, 1] of latent codes [n, d], decoded in chunks of 1,000."""
+    with torch.no_grad():
+        return torch.cat([model.decode(chunk.to(model.device)).float().cpu() for chunk in codes.split(1000)]).clamp(0, 1)
+
+
 def reference_rows(model, codes: torch.Tensor, test_images: torch.Tensor, reference, num_samples: int,
                    seed: int) -> list[dict]:
     """The real test split, and the decoded training codes (the decoder's ceiling)."""
     pick = torch.randperm(codes.shape[0], generator=torch.Generator().manual_seed(seed))[:num_samples]
-    with torch.no_grad():
-        decoded = torch.cat([model.decode(chunk) for chunk in codes[pick].split(1000)]).clamp(0, 1)
+    decoded = decode_codes(model, codes[pick])
     return [{"key": "real-test", "kind": "reference", "what": f"real test images ({min(num_samples, len(test_images))})",
              **score(test_images[:num_samples], reference, seed)},
             {"key": "decoded-codes", "kind": "reference", "what": f"decoded training codes ({len(pick)})",
@@ -204,20 +209,25 @@ def solve_and_score(model, codes: torch.Tensor, num_targets: int | None, budget:
         "warnings": sorted({str(w.message)[:200] for w in caught}),
     }
     rows = []
-    for radius in radii:
-        model.hparams.radius = radius
-        started = time.perf_counter()
-        images = model.sample(a.num_samples, seed=a.seed)
-        sample_seconds = time.perf_counter() - started
-        # The same noise as the images: which generated codes are copies of a training code
-        # (a sampler that only copies cannot beat the decoded-codes row).
-        generated = model.latent_samples(a.num_samples, torch.Generator().manual_seed(a.seed))
-        nearest = nearest_neighbour_distances(codes, generated)
-        rows.append({"key": row_key(num_targets, budget, radius), "kind": "aeot", **solve, "radius": radius,
-                     "sample_s": round(sample_seconds, 2),
-                     "copies_of_training_codes": (nearest < COPY_TOLERANCE).float().mean().item(),
-                     **score(images, reference, a.seed)})
-    model.hparams.radius = DEFAULT_RADIUS
+    model_radius = model.hparams.radius
+    try:
+        for radius in radii:
+            model.hparams.radius = radius
+            started = time.perf_counter()
+            # As model.sample(n, seed) draws them (the same noise stream), kept as codes so that the
+            # scored images and the copy count describe the same samples.
+            generated = model.latent_samples(a.num_samples, torch.Generator().manual_seed(a.seed))
+            images = decode_codes(model, generated)
+            sample_seconds = time.perf_counter() - started
+            # Which generated codes copy a training code (a sampler that only copies cannot beat
+            # the decoded-codes row).
+            nearest = nearest_neighbour_distances(codes, generated)
+            rows.append({"key": row_key(num_targets, budget, radius), "kind": "aeot", **solve, "radius": radius,
+                         "sample_s": round(sample_seconds, 2),
+                         "copies_of_training_codes": (nearest < COPY_TOLERANCE).float().mean().item(),
+                         **score(images, reference, a.seed)})
+    finally:
+        model.hparams.radius = model_radius
     return rows
 
 
