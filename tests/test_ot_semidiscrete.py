@@ -220,3 +220,33 @@ def test_cuda_matches_cpu():
     tf = SemiDiscreteOT(y.cuda(), precision="tf32")
     tf.heights = cpu.heights.cuda()
     assert (tf.assign(x.cuda()).cpu() == cpu.assign(x)).float().mean() > 0.99
+
+
+def test_gap_statistics_every_few_steps_still_solve():
+    """gap_every=8 from the first step (no warm-up): the curvature estimate comes from one step in
+    eight, the masses from every step; the solve must still reach the Monte Carlo floor, and the
+    gap statistics' own mass average must have been kept (a wrong ratio stalls or diverges)."""
+    y = _gmm(500, 8, 5, 1)
+    ot = SemiDiscreteOT(y, seed=0)
+    ot.fit(max_steps=150, gap_every=8, gap_warmup=0, progress=False)
+    e = ot.errors(1 << 18, seed=7)
+    assert e["empty_cells"] == 0
+    assert e["mean_rel"] <= 1.5 * e["noise_floor"], e
+    state = ot.fit_state
+    assert not torch.equal(state["gap_mass_ema"], state["mass_ema"])  # updated on the gap steps only
+
+
+def test_time_limited_fit_counts_its_final_evaluation():
+    """With no tol and no evaluation schedule, time_limit covers the final held-out evaluation: the
+    solver stops early for it (never before half the limit), and an evaluation the rest of the
+    budget cannot afford draws fewer samples instead of returning late."""
+    y = _gmm(4000, 16, 10, 0)
+    ot = SemiDiscreteOT(y, seed=0)
+    report = ot.fit(time_limit=1.0, eval_samples=1 << 24, progress=False)  # 2^24 samples: ~100x the budget
+    final = report.history[-1]
+    assert report.stop_reason == "time_limit"
+    assert 0.5 <= report.wall_time < 0.9
+    assert (1 << 16) <= final["eval_samples"] < 1 << 22
+    # With an evaluation schedule the limit is solver time only, as before.
+    scheduled = SemiDiscreteOT(y, seed=0).fit(time_limit=1.0, eval_times=[0.5], eval_samples=1 << 16, progress=False)
+    assert scheduled.wall_time >= 1.0

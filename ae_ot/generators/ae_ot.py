@@ -122,7 +122,8 @@ class AEOT(Autoencoder):
         Solver method of :meth:`ae_ot.ot.SemiDiscreteOT.fit`.
     ot_max_steps : int, default 20000
     ot_time_limit : float or None, default 150
-        Seconds given to the OT solver (None: until ``ot_tol`` or ``ot_max_steps``).
+        Seconds given to the OT solver (None: until ``ot_tol`` or ``ot_max_steps``). Without
+        ``ot_tol`` they include the final held-out evaluation (see ``SemiDiscreteOT.fit``).
     ot_tol : float or None, default None
         Stop once the held-out (noise-corrected) mean relative cell-measure error is below this;
         the held-out evaluations this needs cost time, so by default the solver runs for

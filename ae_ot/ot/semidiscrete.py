@@ -415,7 +415,10 @@ class SemiDiscreteOT:
             :meth:`errors`; exact in 2-D) is <= tol. Without ``tol`` the solve runs to
             ``time_limit`` / ``max_steps`` (``aeot``: or to its own rule, ``grad_tol``).
         time_limit : float, optional
-            Budget in seconds of solver time (evaluation time excluded).
+            Budget in seconds of solver time. Evaluations during the fit (``tol``'s checks,
+            ``eval_every``, ``eval_times``) are not counted; when the fit has none of them, the
+            final held-out evaluation is, so that the call returns within ``time_limit`` (its cost
+            is predicted from the steps' seconds per sample; at least half the budget solves).
         batch_size : int, optional
             Training samples per step (the method's default); for ``aeot`` the initial size of its
             fixed set.
