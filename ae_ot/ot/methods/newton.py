@@ -5,7 +5,10 @@ Each step draws a *fresh* scrambled Sobol batch of M samples of the unit box (se
 forms
 
 * the mass estimate  m_i = #{u in W_i} / M  (gradient g_i = m_i - nu_i),
-* the mean score gap  G_i = mean_{u in W_i} (s_(1)(u) - s_(2)(u))  (exponential moving average).
+* the mean score gap  G_i = mean_{u in W_i} (s_(1)(u) - s_(2)(u))  (exponential moving average;
+  after a 100-step warm-up only every 8th step scores the top 2 for it, the others the top 1,
+  which costs about 60% as much: the gaps set a slowly changing curvature estimate, see
+  ``NewtonOptions.gap_every``).
 
 The Hessian diagonal of E is the facet measure sum_j |F_ij| / |y_i - y_j|. For a cell of mass m_i
 the score gap of a point grows linearly with its distance to the boundary, so
