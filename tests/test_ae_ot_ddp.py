@@ -168,7 +168,9 @@ def test_sharded_solve_with_time_limit_stops_all_ranks_at_one_step(spawned):
     reports = [r["report"] for r in ranks]
     assert reports[0]["steps"] == reports[1]["steps"] > 5
     assert reports[0]["stop_reason"] == reports[1]["stop_reason"] == "time_limit"
-    assert max(r["wall_time"] for r in reports) >= TIME_LIMIT
+    # the limit covers the (cheap) final evaluation too: the solver stops when its predicted cost
+    # fits, never before half the limit
+    assert TIME_LIMIT / 2 <= max(r["wall_time"] for r in reports) <= TIME_LIMIT + 0.5
     assert reports[0]["history"][-1]["step"] == reports[0]["steps"]          # the final evaluation
     # every step ran once, and both ranks stopped at the same one
     assert ranks[0]["calls"] == list(range(1, reports[0]["steps"] + 1))
@@ -266,6 +268,6 @@ def test_ddp_fit_with_training_and_time_limit(tmp_path):
     assert len(ckpts) == 1, ckpts
     model = AEOT.load_from_checkpoint(ckpts[0], map_location="cpu")
     report = model.ot_report
-    assert report["processes"] == 2 and report["stop_reason"] == "time_limit" and report["wall_time"] >= 5
+    assert report["processes"] == 2 and report["stop_reason"] == "time_limit" and report["wall_time"] >= 2.5
     assert model.ot_targets.shape == (500, 16) and model.ot_heights.shape == (500,)
     assert model.sample(16, seed=0).shape == (16, 1, 28, 28)
