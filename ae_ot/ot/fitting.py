@@ -248,17 +248,23 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     # followed by a 2^20-sample evaluation of ~40 s that its budget did not count.
     reserve_final = time_limit is not None and not adaptive and not eval_every and not eval_times and not exact
 
-    def final_eval_seconds(solver_seconds: float) -> float:
-        if not reserve_final or state["samples"] == 0 or solver_seconds < time_limit / 2:
+    def seconds_per_sample() -> float:
+        """The steps' measured solver seconds per training sample so far (0 before any)."""
+        return solver_time / state["samples"] if state["samples"] else 0.0
+
+    def final_eval_seconds() -> float:
+        """The reserved final evaluation's predicted cost (0 when none is reserved, or before half
+        the limit has passed)."""
+        if not reserve_final or solver_time < time_limit / 2:
             return 0.0
-        return evaluate.precise_samples * solver_seconds / state["samples"]
+        return evaluate.precise_samples * seconds_per_sample()
 
     def final_samples() -> int | None:
         """The final evaluation's samples: those the rest of the budget affords, when it is reserved
         and cannot afford eval_samples (a noisier report rather than a late return)."""
-        if not reserve_final or not state["samples"] or solver_time <= 0:
+        if not reserve_final or seconds_per_sample() <= 0:
             return None
-        affordable = (time_limit - solver_time) * state["samples"] / solver_time
+        affordable = (time_limit - solver_time) / seconds_per_sample()
         return int(max(1 << 16, min(evaluate.precise_samples, affordable)))
 
     def record(kind: str, samples: int | None = None, staged: _StagedEvaluation | None = None) -> dict:
@@ -292,7 +298,7 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
             report.wall_time = solver_time
             rec = {"step": state["step"], "time": solver_time, "samples": state["samples"], **info}
             stop = info.get("stop_reason", "grad_tol") if info.get("converged") else None
-            if time_limit is not None and solver_time + final_eval_seconds(solver_time) >= time_limit:
+            if time_limit is not None and solver_time + final_eval_seconds() >= time_limit:
                 stop = stop or "time_limit"
             if state["step"] >= max_steps:
                 stop = stop or "max_steps"
