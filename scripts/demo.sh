@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-outputs/demo}
-bash scripts/setup.sh
+AE_OT_EXTRAS=${AE_OT_EXTRAS-} bash scripts/setup.sh  # the demo needs no dev extras
 export PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 AEOT=".venv/bin/ae-ot"
 mkdir -p "$OUT"

@@ -361,16 +361,16 @@ def plot_overview(result: dict, path: Path, use_umap: bool = True, per_row: int 
     fig = plt.figure(figsize=(4.2 * k, (4.4 if use_umap else 0) + 1.05 * k))
     grid_spec = fig.add_gridspec(rows_top + k, k, height_ratios=([4.0] if use_umap else []) + [1.0] * k)
     if use_umap:
-        import umap
+        from ae_ot.evaluation.embedding import CodeEmbedding
 
-        reducer = umap.UMAP(n_neighbors=15, random_state=seed, n_jobs=1)
-        embedded = reducer.fit_transform(result["reference_codes"].numpy())
+        embedding = CodeEmbedding(result["reference_codes"], n_neighbors=15, seed=seed)
+        embedded = embedding.positions
         score_of = {r["sampler"]: r["gap_score"] for r in result["rows"]}
         for column, name in enumerate(names):
             ax = fig.add_subplot(grid_spec[0, column])
             ax.scatter(embedded[:, 0], embedded[:, 1], c=result["reference_labels"].numpy(), cmap="tab10", s=1.5,
                        alpha=0.5)
-            points = reducer.transform(result["codes"][name][:shown].numpy())
+            points = embedding.place(result["codes"][name][:shown])
             ax.scatter(points[:, 0], points[:, 1], c="k", s=4, marker="x", linewidths=0.6)
             ax.set_title(f"{SAMPLER_NAMES.get(name, name)}\ngap score {100 * score_of[name]:.1f}%", fontsize=10)
             ax.set_xticks([]), ax.set_yticks([])

@@ -65,15 +65,15 @@ def _draw(model, codes, labels, naive, ot_codes, threshold, output, result, umap
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import umap
 
+    from ae_ot.evaluation.embedding import CodeEmbedding
     from ae_ot.viz import make_grid
 
-    reducer = umap.UMAP(n_neighbors=umap_neighbors, random_state=seed, n_jobs=1)
-    embedded = reducer.fit_transform(codes.numpy())
+    embedding = CodeEmbedding(codes, n_neighbors=umap_neighbors, seed=seed)
+    embedded = embedding.positions
     shown = min(1000, naive.shape[0])
-    naive_2d = reducer.transform(naive[:shown].numpy())
-    ot_2d = reducer.transform(ot_codes[:shown].numpy())
+    naive_2d = embedding.place(naive[:shown])
+    ot_2d = embedding.place(ot_codes[:shown])
 
     in_gap = nearest_neighbour_distances(codes, naive) > threshold
     gap_codes = naive[in_gap][:32] if in_gap.any() else naive[:32]
