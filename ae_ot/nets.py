@@ -11,7 +11,19 @@ from torch import nn
 
 from ae_ot.checks import UserInputError, require_positive_int
 
-__all__ = ["Encoder", "Decoder"]
+__all__ = ["Encoder", "Decoder", "to_channels_last"]
+
+
+def to_channels_last(x: torch.Tensor) -> torch.Tensor:
+    """Images or activations [B, C, H, W] in the channels-last (NHWC) memory layout, same values.
+
+    Why: on the CPU, oneDNN's convolutions are faster in NHWC. Measured on the 2-core CPU
+    (docs/benchmarks.md): a training step of the autoencoder (batch 256) 40 -> 32 ms, of the MNIST
+    classifier (batch 128) 67 -> 35 ms. Networks that use it keep their weights in the same layout
+    (``module.to(memory_format=torch.channels_last)``) and return contiguous NCHW outputs, so no
+    caller sees the layout.
+    """
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 class Encoder(nn.Module):
@@ -32,9 +44,10 @@ class Encoder(nn.Module):
             nn.Flatten(),
             nn.Linear(4 * width * 4 * 4, latent_dim),
         )
+        self.to(memory_format=torch.channels_last)  # see to_channels_last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        return self.net(to_channels_last(x))
 
 
 class Decoder(nn.Module):
@@ -54,9 +67,10 @@ class Decoder(nn.Module):
             nn.ConvTranspose2d(width, out_channels, 4, 2, 1),                           # 14 -> 28
             nn.Sigmoid(),
         )
+        self.to(memory_format=torch.channels_last)  # see to_channels_last
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        return self.net(self.fc(z).view(-1, 4 * self.width, 4, 4))
+        return self.net(to_channels_last(self.fc(z).view(-1, 4 * self.width, 4, 4))).contiguous()
 
 
 # ------------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ from torch import nn
 
 from ae_ot.checks import UserInputError
 from ae_ot.io import atomic_torch_save, data_digest
+from ae_ot.nets import to_channels_last
 
 __all__ = [
     "CODE_VERSION",
@@ -70,10 +71,11 @@ class MNISTClassifier(nn.Module):
         self.fc = nn.Sequential(nn.Linear(64 * 4 * 4, FEATURE_DIM), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(0.2)
         self.head = nn.Linear(FEATURE_DIM, 10)
+        self.to(memory_format=torch.channels_last)  # 2x faster training steps on CPU, see to_channels_last
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate activations [B, 128] (post-ReLU) of images [B, 1, 28, 28]."""
-        return self.fc(self.conv(x))
+        return self.fc(self.conv(to_channels_last(x)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.dropout(self.features(x)))
