@@ -496,7 +496,7 @@ def latent_compare(ckpt_path: str, ot_cfm_ckpt: str | None = None, independent_c
     output_dir : str
         folder of latent_compare.md/json/png, latent_steps.png and the flows trained here
     no_umap : bool
-        skip the UMAP panels of the figure (umap-learn takes about a minute on 10,000 codes)
+        skip the UMAP panels of the figure (about 20 s on 10,000 codes)
     no_progress : bool
         no progress lines and bars
     classifier, reference : optional
