@@ -1,4 +1,4 @@
-"""The UMAP helpers of ``ae_ot.evaluation.embedding``: exact neighbours and the placement weights."""
+"""Exact nearest neighbours (``ae_ot.evaluation.latent``) and UMAP's placement weights (``embedding``)."""
 
 import math
 
@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from ae_ot.checks import UserInputError
-from ae_ot.evaluation.embedding import membership_weights, nearest_neighbours
+from ae_ot.evaluation.embedding import membership_weights
+from ae_ot.evaluation.latent import nearest_neighbour_distances, nearest_neighbours
 
 
 def test_nearest_neighbours_are_the_exact_ones_and_a_point_finds_itself_first():
@@ -21,6 +22,15 @@ def test_nearest_neighbours_are_the_exact_ones_and_a_point_finds_itself_first():
     assert torch.equal(self_idxs[:, 0], torch.arange(50)) and torch.all(self_dists[:, 0] == 0)
     with pytest.raises(UserInputError, match="k must be"):
         nearest_neighbours(points, queries, k=701)
+    # the distances the gap score reads: to the nearest point, and leave-one-out (an exact copy
+    # of another point is at 0; a point never finds itself)
+    assert torch.allclose(nearest_neighbour_distances(points, queries), expected_dists[:, 0], atol=1e-5)
+    with_copy = torch.cat([points, points[:1]])
+    self_excluded = ((with_copy[:, None, :] - with_copy[None]) ** 2).sum(-1).sqrt()
+    self_excluded.fill_diagonal_(float("inf"))
+    loo = nearest_neighbour_distances(with_copy)
+    assert torch.allclose(loo, self_excluded.min(dim=1).values, atol=1e-5)
+    assert loo[0] == 0 and loo[-1] == 0
 
 
 def test_membership_weights_sum_to_log2_k_and_decrease_with_distance():

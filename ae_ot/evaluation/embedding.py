@@ -28,31 +28,9 @@ import numpy as np
 import torch
 
 from ae_ot.checks import UserInputError
+from ae_ot.evaluation.latent import nearest_neighbours
 
-__all__ = ["nearest_neighbours", "membership_weights", "CodeEmbedding"]
-
-
-def nearest_neighbours(points: torch.Tensor, queries: torch.Tensor, k: int,
-                       chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
-    """Exact k nearest ``points`` [N, d] of each query [M, d]: distances [M, k] (ascending) and
-    indices [M, k]. Tiled over queries (at most ``chunk x N`` distances at once). A query that is
-    itself one of the points finds itself first, at distance 0."""
-    if points.dim() != 2 or queries.dim() != 2 or points.shape[1] != queries.shape[1]:
-        raise UserInputError(f"points must be [N, d] and queries [M, d] with the same d, got "
-                             f"{tuple(points.shape)} and {tuple(queries.shape)}")
-    if not 1 <= k <= points.shape[0]:
-        raise UserInputError(f"k must be in [1, N={points.shape[0]}], got {k}")
-    dists, idxs = [], []
-    for start in range(0, queries.shape[0], chunk):
-        block = queries[start:start + chunk]
-        d, i = torch.cdist(block, points).topk(k, dim=1, largest=False)
-        # cdist's matrix-product formula loses ~sqrt(eps)|x| to cancellation; recompute the k
-        # distances directly so that a point finds itself at exactly 0.
-        dists.append((block[:, None, :] - points[i]).norm(dim=2))
-        idxs.append(i)
-    dists, idxs = torch.cat(dists), torch.cat(idxs)
-    order = dists.argsort(dim=1, stable=True)
-    return dists.gather(1, order), idxs.gather(1, order)
+__all__ = ["membership_weights", "CodeEmbedding"]
 
 
 def membership_weights(dists: torch.Tensor, iterations: int = 64) -> torch.Tensor:

@@ -16,7 +16,30 @@ import torch
 
 from ae_ot.checks import UserInputError
 
-__all__ = ["nearest_neighbour_distances", "gap_threshold", "gap_score"]
+__all__ = ["nearest_neighbours", "nearest_neighbour_distances", "gap_threshold", "gap_score"]
+
+
+def nearest_neighbours(points: torch.Tensor, queries: torch.Tensor, k: int,
+                       chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact k nearest ``points`` [N, d] of each query [M, d]: distances [M, k] (ascending) and
+    indices [M, k]. Tiled over queries (at most ``chunk x N`` distances at once). A query that is
+    itself one of the points finds itself first, at distance 0."""
+    if points.dim() != 2 or queries.dim() != 2 or points.shape[1] != queries.shape[1]:
+        raise UserInputError(f"points must be [N, d] and queries [M, d] with the same d, got "
+                             f"{tuple(points.shape)} and {tuple(queries.shape)}")
+    if not 1 <= k <= points.shape[0]:
+        raise UserInputError(f"k must be in [1, N={points.shape[0]}], got {k}")
+    dists, idxs = [], []
+    for start in range(0, queries.shape[0], chunk):
+        block = queries[start:start + chunk]
+        _, i = torch.cdist(block, points).topk(k, dim=1, largest=False)
+        # cdist's matrix-product formula loses ~sqrt(eps)|x| to cancellation; recompute the k
+        # distances directly so that an exact copy reads as 0.
+        dists.append((block[:, None, :] - points[i]).norm(dim=2))
+        idxs.append(i)
+    dists, idxs = torch.cat(dists), torch.cat(idxs)
+    order = dists.argsort(dim=1, stable=True)
+    return dists.gather(1, order), idxs.gather(1, order)
 
 
 def nearest_neighbour_distances(points: torch.Tensor, queries: torch.Tensor | None = None,
@@ -26,21 +49,15 @@ def nearest_neighbour_distances(points: torch.Tensor, queries: torch.Tensor | No
     With ``queries=None``: the leave-one-out nearest-neighbour distance [N] of each point.
     Tiled over queries, so at most ``chunk x N`` distances are held at once.
     """
-    leave_one_out = queries is None
-    queries = points if leave_one_out else queries
-    if queries.shape[-1] != points.shape[-1]:
-        raise UserInputError(f"queries have dimension {queries.shape[-1]} but points {points.shape[-1]}")
-    out = []
-    for start in range(0, queries.shape[0], chunk):
-        d = torch.cdist(queries[start:start + chunk], points)
-        if leave_one_out:
-            rows = torch.arange(d.shape[0], device=d.device)
-            d[rows, rows + start] = float("inf")
-        # cdist's matrix-product formula loses ~sqrt(eps)|x| to cancellation; recompute the
-        # distance to the nearest candidate directly so that an exact copy reads as 0.
-        nearest = d.argmin(1)
-        out.append((queries[start:start + chunk] - points[nearest]).norm(dim=1))
-    return torch.cat(out)
+    if queries is not None:
+        return nearest_neighbours(points, queries, 1, chunk)[0][:, 0]
+    # Leave one out: of each point's two nearest, the first that is not the point itself. A
+    # duplicate of the point may come first instead; both are at distance 0 then.
+    dists, idxs = nearest_neighbours(points, points, min(2, points.shape[0]), chunk)
+    if dists.shape[1] < 2:
+        return torch.full_like(dists[:, 0], float("inf"))
+    itself = idxs[:, 0] == torch.arange(points.shape[0], device=points.device)
+    return torch.where(itself, dists[:, 1], dists[:, 0])
 
 
 def gap_threshold(train_codes: torch.Tensor, quantile: float = 0.99) -> float:
