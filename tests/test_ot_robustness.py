@@ -210,3 +210,16 @@ def test_variance_reduced_fit_converges():
     ot = SemiDiscreteOT(y)
     report = ot.fit(method="default", max_steps=150, progress=False, eval_samples=1 << 19, vr_momentum=0.9)
     assert report.final["mean_rel_corrected"] < 0.05, report.final
+
+
+def test_first_tol_check_waits_until_it_costs_a_quarter_of_the_training_samples():
+    # The first adaptive check is held until the solver has drawn 1 / EVAL_FRACTION times the
+    # check's samples; a check at step 5 (41k training samples here) would cost 6x the solve so far.
+    from ae_ot.ot.fitting import EVAL_FRACTION
+
+    ot = SemiDiscreteOT(_targets(500, 4, 1), seed=0)
+    report = ot.fit(tol=0.05, max_steps=400, progress=False)
+    first = report.history[0]
+    assert first["kind"] in ("screen", "precise")
+    assert first["samples"] * EVAL_FRACTION >= first["eval_samples"]
+    assert first["step"] > 5
