@@ -10,10 +10,9 @@ with MLP networks for vector data (``net="mlp"``: ``ae_ot.nets.MLPGenerator``/``
   2-D data does not need): the Brenier potential u_h(x) = max_i <x, y_i> + h_i pushes the uniform
   measure on [-1, 1]^2 onto all 8,000 points (``--sdot_points`` takes a seeded subsample; the
   exact 2-D Newton method converges on all of them in ~15 steps, ~45 s on a 2-core CPU); its
-  gradient (``SemiDiscreteOT.transport``)
-  returns those training points, and the extended map (``ae_ot.ot.extension.extended_map``)
-  interpolates between neighbouring points of one mode but never across the singular boundaries
-  between modes.
+  gradient (``SemiDiscreteOT.transport``) returns those training points, and the extended map
+  (``ae_ot.ot.extension.extended_map``) interpolates between neighbouring points of one mode but
+  never across the singular boundaries between modes.
 
 A generator pushing a connected (Gaussian) latent space through a continuous network onto 8
 separate modes must either drop modes or lay samples on the bridges between them; a transport
