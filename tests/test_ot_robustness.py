@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ae_ot.ot import ConvergenceWarning, SemiDiscreteOT, SolverDivergedError
+from ae_ot.ot.fitting import EVAL_FRACTION
 from ae_ot.ot.methods.newton import NewtonMethod, NewtonOptions
 
 STEPS = {"default": 12, "aeot": 12, "exact2d": 6}
@@ -215,8 +216,6 @@ def test_variance_reduced_fit_converges():
 def test_first_tol_check_waits_until_it_costs_a_quarter_of_the_training_samples():
     # The first adaptive check is held until the solver has drawn 1 / EVAL_FRACTION times the
     # check's samples; a check at step 5 (41k training samples here) would cost 6x the solve so far.
-    from ae_ot.ot.fitting import EVAL_FRACTION
-
     ot = SemiDiscreteOT(_targets(500, 4, 1), seed=0)
     report = ot.fit(tol=0.05, max_steps=400, progress=False)
     first = report.history[0]
