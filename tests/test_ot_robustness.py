@@ -43,7 +43,7 @@ def test_solution_does_not_depend_on_where_the_box_sits(d, method, offset, log_s
     ref_problem = SemiDiscreteOT(y, seed=0).unit
     moved_problem = SemiDiscreteOT(moved_targets, low=offset, high=offset + scale, seed=0).unit
     assert torch.allclose(moved_problem.targets, ref_problem.targets, atol=1e-9)
-    assert torch.allclose(moved_problem.voronoi, ref_problem.voronoi, atol=1e-9)
+    assert torch.allclose(moved_problem.voronoi_heights(), ref_problem.voronoi_heights(), atol=1e-9)
     # ... so it runs the same steps, and the public answers move as the maths says.
     ref = _fit(y, 0.0, 1.0, method)
     moved = _fit(moved_targets, offset, offset + scale, method)
@@ -76,6 +76,49 @@ def test_2d_default_box_8_gaussians_exact_error_within_1_percent():
         mc.fit(method="default", max_steps=150, progress=False)
     assert torch.isfinite(mc.heights).all()
     assert mc.errors(exact=True)["mean_rel"] < 0.5
+
+
+@pytest.mark.parametrize("scale, offset", [(1e6, 0.0), (1e-6, 0.0), (255.0, 0.0), (1.0, 1e3)])
+def test_targets_far_outside_or_in_a_corner_of_the_box_solve_to_the_same_cells(scale, offset):
+    # Moving or scaling the targets alone adds the same <x, a> to every score (or scales them all):
+    # the cells stay the same. The user's nearest-neighbour cells do not (pixel values 0..255
+    # against [0, 1]^2 leave most of them outside the box), and the 2-D method used to raise on
+    # 1e6- and 1e-6-scaled targets: the warm start is now the unit problem's Voronoi diagram there.
+    y = _targets(300, 2, seed=5).double()
+    moved = SemiDiscreteOT(y * scale + offset, seed=0)
+    assert bool((moved.exact_cell_measures(moved.unit.voronoi_heights()) > 0).all())  # no cell starts empty
+    report = moved.fit(tol=0.01, progress=False)
+    assert report.converged, report.message
+    ref = SemiDiscreteOT(y, seed=0)
+    ref.fit(tol=0.01, progress=False)
+    x = ref.sample_source(4000, torch.Generator().manual_seed(1))
+    assert float((moved.assign(x) == ref.assign(x)).double().mean()) > 0.99
+
+
+def test_warm_start_keeps_the_users_voronoi_cells_only_when_they_are_no_worse():
+    # Inside the box and spread over it: the user's nearest-neighbour cells (the documented start).
+    spread = torch.rand(300, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
+    ot = SemiDiscreteOT(spread, seed=0)
+    c = ot.box_centre
+    user = ot.unit.center(-0.5 * ((spread - c) ** 2).sum(1) / ot.target_spread)
+    assert ot.unit.voronoi is not None and torch.allclose(ot.unit.voronoi, user)
+    # In a 1e-3 corner of the box they leave the inner targets (nearly) empty cells: the unit ones.
+    corner = SemiDiscreteOT(spread * 1e-3, seed=0)
+    assert corner.unit.voronoi is None
+    areas = corner.exact_cell_measures(corner.unit.voronoi_heights())
+    nu = corner.unit.weights
+    assert float(((areas - nu).abs() / nu).mean()) < 2.0
+
+
+def test_chi_square_estimate_matches_exact_areas():
+    y = _targets(200, 2, seed=3)
+    ot = SemiDiscreteOT(y, seed=0)
+    heights = ot.unit.voronoi_heights()
+    areas, nu = ot.exact_cell_measures(heights), ot.unit.weights
+    exact = float((areas ** 2 / nu).sum()) - 1
+    u = ot.unit.uniform(1 << 17, torch.Generator().manual_seed(2))
+    estimate = ot.unit.chi_square(heights, u)
+    assert exact > 0.1 and abs(estimate - exact) < 0.05 * exact, (estimate, exact)
 
 
 def test_exact_and_monte_carlo_errors_agree():
@@ -222,3 +265,39 @@ def test_first_tol_check_waits_until_it_costs_a_quarter_of_the_training_samples(
     assert first["kind"] in ("screen", "precise")
     assert first["samples"] * EVAL_FRACTION >= first["eval_samples"]
     assert first["step"] > 5
+
+
+def test_all_targets_identical_report_a_finite_error():
+    # 50 copies merge into one target whose float32 weight sum rounds above 1: the noise floor was
+    # sqrt(1 - nu) = NaN, and so was the reported error.
+    with pytest.warns(UserWarning, match="duplicate"):
+        ot = SemiDiscreteOT(torch.full((50, 4), 0.3))
+    report = ot.fit(tol=0.01, progress=False)
+    assert report.converged and report.final["mean_rel_corrected"] < 1e-12, report.final
+
+
+def test_targets_that_require_grad_are_accepted():
+    y = torch.rand(50, 2, generator=torch.Generator().manual_seed(0)).requires_grad_()
+    ot = SemiDiscreteOT(y, torch.full((50,), 1 / 50, requires_grad=True))
+    assert ot.fit(tol=0.01, progress=False).converged
+
+
+def test_bad_query_inputs_get_clear_errors(tmp_path):
+    ot = SemiDiscreteOT(torch.rand(20, 3, generator=torch.Generator().manual_seed(0)))
+    bad_calls = {
+        "NaN": lambda: ot.assign(torch.tensor([[float("nan"), 0.5, 0.5]])),  # used to give cell 0
+        "num_samples": lambda: ot.cell_measures(0),  # used to return NaN masses
+        "n must be": lambda: ot.sample_source(-1),
+        "tol must be a positive number": lambda: ot.fit(tol="0.1", progress=False),
+    }
+    for match, call in bad_calls.items():
+        with pytest.raises(ValueError, match=match):
+            call()
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="not a readable SemiDiscreteOT checkpoint"):
+        SemiDiscreteOT.load(garbage)
+    other = tmp_path / "other.pt"
+    torch.save({"weights": torch.ones(3)}, other)
+    with pytest.raises(ValueError, match="lacks targets"):
+        SemiDiscreteOT.load(other)

@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from ae_ot.checks import UserInputError
+from ae_ot.checks import UserInputError, require_positive
 from ae_ot.ot.methods import EXACT2D_MAX_TARGETS, make_method, resolve_method
 from ae_ot.ot.sources import derive_seed
 from ae_ot.ot.unit_problem import noise_floor
@@ -188,10 +188,7 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     """The loop of :meth:`ae_ot.ot.SemiDiscreteOT.fit` (see there for the parameters)."""
     method = resolve_method(method, ot.unit)
     solver = make_method(method, ot.unit, ot.seed, dict(options))
-    if tol is not None and not tol > 0:
-        raise UserInputError(f"tol must be positive, got {tol!r}")
-    if time_limit is not None and not time_limit > 0:
-        raise UserInputError(f"time_limit must be positive seconds, got {time_limit!r}")
+    require_positive(**{name: value for name, value in (("tol", tol), ("time_limit", time_limit)) if value is not None})
     max_steps = solver.default_max_steps if max_steps is None else int(max_steps)
     if max_steps < 1:
         raise UserInputError(f"max_steps must be >= 1, got {max_steps}")
@@ -235,8 +232,7 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     ot.report, ot.fit_state = report, state
     if lr is None:
         lr = solver.default_lr()
-    if not lr > 0:
-        raise UserInputError(f"lr must be positive, got {lr!r}")
+    require_positive(lr=lr)
 
     bar = _progress_bar(ot, method, report, state, max_steps, time_limit) if progress else None
     solver_time, eval_time = report.wall_time, report.eval_time  # continue the clocks of a resumed run

@@ -59,8 +59,10 @@ class NewtonOptions:
     Attributes
     ----------
     warm_start : {"voronoi", "zeros", "current"}
-        First iterate: the Voronoi diagram h_i = -|y_i|^2 / 2, zeros (as AE-OT), or the solver's
-        present heights (continue a solve).
+        First iterate: the Voronoi diagram h_i = -|y_i|^2 / 2 (of the user's coordinates when
+        every target lies in the box, else of the unit problem's; see
+        :meth:`~ae_ot.ot.unit_problem.UnitBoxProblem.voronoi_heights`), zeros (as AE-OT), or the
+        solver's present heights (continue a solve).
     hessian : {"auto", "diag", "sparse"}
         Newton step with the diagonal Hessian estimate or the estimated sparse facet Laplacian;
         "auto" picks "sparse" for d <= 3 in a single process, else "diag".
