@@ -113,6 +113,9 @@ def test_sinkhorn_divergence_of_a_batch_with_itself_is_zero_and_grows_with_a_shi
         (lambda x, y: complete_minibatch_wasserstein(torch.randn(40, 2), torch.randn(40, 2), m=20), "incomplete"),
         (lambda x, y: sinkhorn_divergence(x, y, blur=0.0), "blur"),
         (lambda x, y: sinkhorn_divergence(x, y, backend="gpu"), "backend"),
+        # NaN used to fail deep inside scipy ("invalid numeric entries") and GeomLoss ("arange")
+        (lambda x, y: minibatch_wasserstein(x * float("nan"), y, m=2), "x contains NaN or Inf"),
+        (lambda x, y: sinkhorn_divergence(x, y * float("inf"), blur=1.0), "y contains NaN or Inf"),
     ],
 )
 def test_bad_input_is_a_clear_error(call, match):

@@ -76,6 +76,11 @@ def check_minibatch_args(m, k=1, n: int | None = None, n_other: int | None = Non
 def _flat(x: torch.Tensor, name: str) -> torch.Tensor:
     if x.dim() < 1 or x.shape[0] == 0:
         raise UserInputError(f"{name} must hold at least one point, got shape {tuple(x.shape)}")
+    if x.is_floating_point() and not bool(torch.isfinite(x).all()):
+        # Else scipy's assignment or GeomLoss fails deep inside ("arange: cannot compute length").
+        bad = (~torch.isfinite(x.detach())).reshape(x.shape[0], -1).any(1).nonzero().flatten()
+        raise UserInputError(f"{name} contains NaN or Inf in {bad.numel()} point(s), first at row {int(bad[0])}; "
+                             f"if {name} comes from a model in training, the model diverged (lower its learning rate)")
     return x.reshape(x.shape[0], -1) if x.dim() != 2 else x
 
 
