@@ -7,7 +7,7 @@ import torch
 
 from ae_ot.checks import UserInputError
 from ae_ot.evaluation.embedding import membership_weights
-from ae_ot.evaluation.latent import nearest_neighbour_distances, nearest_neighbours
+from ae_ot.evaluation.latent import gap_score, gap_threshold, nearest_neighbour_distances, nearest_neighbours
 
 
 def test_nearest_neighbours_are_the_exact_ones_and_a_point_finds_itself_first():
@@ -40,3 +40,13 @@ def test_membership_weights_sum_to_log2_k_and_decrease_with_distance():
     assert torch.allclose(weights.sum(dim=1), torch.full((40,), math.log2(15), dtype=weights.dtype), atol=1e-6)
     assert torch.all(weights[:, 1:] <= weights[:, :-1])
     assert torch.equal(membership_weights(dists[:, :1]), torch.ones(40, 1, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("call, match", [
+    (lambda: gap_score(torch.randn(5, 4), torch.randn(1, 4)), "at least 2 training codes"),  # used to give 0
+    (lambda: gap_score(torch.randn(0, 4), torch.randn(10, 4)), "non-empty"),
+    (lambda: gap_threshold(torch.randn(10, 4), quantile=1.5), r"quantile must be in \(0, 1\]"),
+])
+def test_gap_score_bad_input_is_a_clear_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

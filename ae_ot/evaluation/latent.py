@@ -62,11 +62,19 @@ def nearest_neighbour_distances(points: torch.Tensor, queries: torch.Tensor | No
 
 def gap_threshold(train_codes: torch.Tensor, quantile: float = 0.99) -> float:
     """q-th quantile of the training codes' leave-one-out nearest-neighbour distances."""
+    if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0 < quantile <= 1:
+        raise UserInputError(f"quantile must be in (0, 1], got {quantile!r}")
+    if train_codes.dim() != 2 or train_codes.shape[0] < 2:
+        # one code has no neighbour: an infinite threshold would make every gap score 0
+        raise UserInputError(f"the gap threshold needs at least 2 training codes [N, d], got shape "
+                             f"{tuple(train_codes.shape)}")
     return torch.quantile(nearest_neighbour_distances(train_codes), quantile).item()
 
 
 def gap_score(generated: torch.Tensor, train_codes: torch.Tensor, quantile: float = 0.99,
               threshold: float | None = None) -> float:
     """Fraction of ``generated`` codes farther from every training code than the threshold."""
+    if generated.dim() != 2 or generated.shape[0] == 0:
+        raise UserInputError(f"generated codes must be a non-empty [M, d] tensor, got shape {tuple(generated.shape)}")
     threshold = gap_threshold(train_codes, quantile) if threshold is None else threshold
     return (nearest_neighbour_distances(train_codes, generated) > threshold).float().mean().item()
