@@ -9,7 +9,7 @@ with MLP networks for vector data (``net="mlp"``: ``ae_ot.nets.MLPGenerator``/``
 * semi-discrete OT straight on the points (An et al., ICLR 2020, without the autoencoder, which
   2-D data does not need): the Brenier potential u_h(x) = max_i <x, y_i> + h_i pushes the uniform
   measure on [-1, 1]^2 onto all 8,000 points (``--sdot_points`` takes a seeded subsample; the
-  exact 2-D Newton method converges on all of them in ~15 steps, ~45 s on a 2-core CPU); its
+  exact 2-D Newton method converges on all of them in ~15 steps, ~40 s on a 2-core CPU); its
   gradient (``SemiDiscreteOT.transport``) returns those training points, and the extended map
   (``ae_ot.ot.extension.extended_map``) interpolates between neighbouring points of one mode but
   never across the singular boundaries between modes.
