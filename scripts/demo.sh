@@ -47,7 +47,9 @@ lines = ["# AE-OT demo summary", "", f"checkpoint: `{ckpt}`", ""]
 lines.append(f"- OT solve: {report.get('steps')} steps, {report.get('samples')} samples, "
              f"{report.get('wall_time', float('nan')):.1f} s; held-out mean relative cell error "
              f"{100 * final.get('mean_rel_corrected', float('nan')):.2f}% noise-corrected (raw "
-             f"{100 * final.get('mean_rel', float('nan')):.2f}%, Monte Carlo floor {100 * final.get('noise_floor', float('nan')):.2f}%)")
+             f"{100 * final.get('mean_rel', float('nan')):.2f}%, Monte Carlo floor {100 * final.get('noise_floor', float('nan')):.2f}%); "
+             f"RMS relative cell error {100 * final.get('rms_rel_corrected', float('nan')):.2f}% "
+             f"+- {100 * final.get('rms_rel_corrected_se', float('nan')):.2f}% (unbiased at any sample count: no floor)")
 umap = json.load(open(f"{out}/umap.json"))
 lines.append(f"- gap score: naive {100 * umap['gap_score_naive']:.2f}%, AE-OT {100 * umap['gap_score_ot']:.2f}%")
 try:

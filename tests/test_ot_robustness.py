@@ -301,3 +301,21 @@ def test_bad_query_inputs_get_clear_errors(tmp_path):
     torch.save({"weights": torch.ones(3)}, other)
     with pytest.raises(ValueError, match="lacks targets"):
         SemiDiscreteOT.load(other)
+
+
+def test_rms_error_is_unbiased_at_any_sample_count_and_its_standard_error_is_right():
+    # 2^13 samples over 200 cells: ~41 per cell, a mean-relative noise floor of ~12%. The RMS
+    # estimate subtracts each cell's own binomial variance, so it has no floor, only a spread.
+    y = _targets(200, 2, seed=3)
+    ot = SemiDiscreteOT(y, seed=0)
+    exact = ot.errors(exact=True)["rms_rel"]
+    runs = [ot.errors(1 << 13, seed=s) for s in range(24)]
+    squares = torch.tensor([r["rms_rel_corrected"] ** 2 for r in runs], dtype=torch.float64)
+    values = squares.sqrt()
+    mean_se = sum(r["rms_rel_corrected_se"] for r in runs) / len(runs)
+    assert runs[0]["noise_floor"] > 0.1 and exact > 0.2
+    # unbiased for the square: the mean of 24 runs within 3 standard errors of the exact value
+    assert abs(float(squares.mean()) - exact ** 2) < 3 * float(squares.std()) / len(runs) ** 0.5 + 1e-4
+    # the reported standard error matches the spread between runs (within a factor 1.5)
+    assert 1 / 1.5 < mean_se / float(values.std()) < 1.5, (mean_se, float(values.std()))
+    assert math.isnan(ot.errors(exact=True)["rms_rel_corrected_se"])

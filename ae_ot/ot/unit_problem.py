@@ -184,22 +184,40 @@ class UnitBoxProblem:
           (:func:`noise_floor`; 0 for exact masses),
         * ``mean_rel_corrected`` = sqrt(max(mean_rel^2 - noise_floor^2, 0)) (approximate: treats
           noise and error as adding in quadrature),
-        * ``rms_rel`` and ``rms_rel_corrected`` = sqrt(max(mean_i rel_i^2 - mean_i (1-nu_i)/(M nu_i), 0))
-          (unbiased for the squared RMS error, since Var(m_i) = nu_i (1 - nu_i) / M at the solution).
+        * ``rms_rel`` = sqrt(mean_i rel_i^2) and ``rms_rel_corrected`` = sqrt(max(mean_i e_i, 0)) with
+          e_i = rel_i^2 - m_i (1 - m_i) / ((M - 1) nu_i^2): E[e_i] = (mu_i - nu_i)^2 / nu_i^2
+          exactly, since E[m_i (1 - m_i)] = (1 - 1/M) mu_i (1 - mu_i) for a Binomial(M, mu_i) / M
+          mass. So the squared RMS error is estimated without bias at *any* sample count: no
+          noise floor to sit below, only a spread, ``rms_rel_corrected_se``: its Monte Carlo
+          standard error (NaN for exact masses). With m_i = mu_i + eps_i and w_i = 2 (mu_i - nu_i)
+          / nu_i^2, e_i - E[e_i] ~ w_i eps_i + (eps_i^2 - E eps_i^2) / nu_i^2, so
+          Var(mean_i e_i) ~ [(sum_i w_i^2 mu_i - (sum_i w_i mu_i)^2) / M + sum_i 2 s_i^4] / N^2
+          (multinomial eps, whose sum is 0; s_i^2 the cell's relative variance; mu_i estimated by
+          m_i), carried through the square root.
         """
         nu = self.weights
         rel = (measures - nu).abs() / nu
         if num_samples is None:
-            var_rel = torch.zeros_like(nu)
+            var_rel = cell_var = torch.zeros_like(nu)
         else:
-            var_rel = (1 - nu).clamp_min(0) / (num_samples * nu)
+            var_rel = (1 - nu).clamp_min(0) / (num_samples * nu)  # at the solution: the floor
+            cell_var = measures * (1 - measures) / (max(num_samples - 1, 1) * nu ** 2)  # s_i^2, unbiased
+        excess = rel ** 2 - cell_var  # e_i
+        slope = 2 * (measures - nu) / nu ** 2  # w_i
         sums = self.comm.allreduce(torch.stack([
             rel.sum(), (measures - nu).abs().sum(), (measures == 0).sum().double(), (rel ** 2).sum(),
-            var_rel.sum(), (math.sqrt(2 / math.pi) * var_rel.sqrt()).sum(),
-            (~torch.isfinite(measures)).sum().double()]))
+            excess.sum(), (math.sqrt(2 / math.pi) * var_rel.sqrt()).sum(),
+            (~torch.isfinite(measures)).sum().double(), (slope ** 2 * measures).sum(), (slope * measures).sum(),
+            (2 * cell_var ** 2).sum()]))
         max_rel = self.comm.allreduce(rel.max().reshape(1), "max")[0]
         n = self.num_targets
         mean_rel, floor = float(sums[0]) / n, float(sums[5]) / n
+        mean_excess = float(sums[4]) / n
+        rms_corrected = math.sqrt(max(mean_excess, 0.0))
+        rms_se = float("nan")
+        if num_samples is not None and rms_corrected > 0:
+            linear = max(float(sums[7]) - float(sums[8]) ** 2, 0.0) / num_samples
+            rms_se = math.sqrt(linear + float(sums[9])) / n / (2 * rms_corrected)  # d sqrt(v) = dv / (2 sqrt(v))
         return {
             "mean_rel": mean_rel,
             "max_rel": float(max_rel),
@@ -209,7 +227,8 @@ class UnitBoxProblem:
             "mean_rel_corrected": math.sqrt(max(mean_rel ** 2 - floor ** 2, 0.0)) if math.isfinite(mean_rel)
             else float("nan"),
             "rms_rel": math.sqrt(float(sums[3]) / n),
-            "rms_rel_corrected": math.sqrt(max(float(sums[3] - sums[4]) / n, 0.0)),
+            "rms_rel_corrected": rms_corrected,
+            "rms_rel_corrected_se": rms_se,
             "eval_samples": num_samples if num_samples is not None else 0,
             "exact": num_samples is None,
         }
