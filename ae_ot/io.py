@@ -71,23 +71,30 @@ def data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
     return h.hexdigest()
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """The dict of a Lightning checkpoint file, on the CPU.
+def read_torch_file(path: str | os.PathLike, required: tuple[str, ...], kind: str, hint: str) -> dict:
+    """The dict saved in a ``torch.save`` file, on the CPU, holding every key of ``required``.
 
-    Raises ``FileNotFoundError`` for a missing file and :class:`UserInputError` (naming the path)
-    for a folder, a corrupt or truncated file, or a file that is not a Lightning checkpoint.
+    Raises ``FileNotFoundError`` for a missing file and :class:`UserInputError` (naming the path,
+    the ``kind`` of file expected and the ``hint``) for a folder, a corrupt or truncated file, or
+    a file that is not such a dict.
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
+        raise FileNotFoundError(f"{kind} {path} does not exist")
     if path.is_dir():
-        raise UserInputError(f"checkpoint {path} is a directory; pass the .ckpt file inside "
-                             "(e.g. lightning_logs/version_0/checkpoints/*.ckpt)")
+        raise UserInputError(f"{kind} {path} is a directory; {hint}")
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False)
+        state = torch.load(path, map_location="cpu", weights_only=False)
     except Exception as err:
-        raise UserInputError(f"cannot read checkpoint {path}: it is corrupt, truncated or not a PyTorch file "
-                             f"({type(err).__name__}: {str(err)[:200]})") from err
-    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
-        raise UserInputError(f"{path} is not a Lightning checkpoint (no 'state_dict' entry)")
-    return checkpoint
+        raise UserInputError(f"cannot read {kind} {path}: it is corrupt, truncated or not a PyTorch file "
+                             f"({type(err).__name__}: {str(err)[:200]}); {hint}") from err
+    missing = [key for key in required if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise UserInputError(f"{path} is not a {kind} (no {', '.join(repr(k) for k in missing)} entry); {hint}")
+    return state
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The dict of a Lightning checkpoint file, on the CPU (see :func:`read_torch_file`)."""
+    return read_torch_file(path, ("state_dict",), "Lightning checkpoint",
+                           "pass a .ckpt file (e.g. lightning_logs/version_0/checkpoints/*.ckpt)")

@@ -26,14 +26,13 @@ of :mod:`ae_ot.ot.methods`.
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from typing import Any, Callable
 
 import torch
 
 from ae_ot.checks import UserInputError, require_int_at_least
-from ae_ot.io import atomic_torch_save
+from ae_ot.io import atomic_torch_save, read_torch_file
 from ae_ot.ot import kernels
 from ae_ot.ot.distributed import ShardComm
 from ae_ot.ot.fitting import FitReport, run_fit
@@ -417,16 +416,8 @@ class SemiDiscreteOT:
     @classmethod
     def load(cls, path, map_location=None, **kwargs) -> "SemiDiscreteOT":
         """Rebuild a solver saved with :meth:`save` (also reads ``fit`` checkpoints)."""
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=False)
-        except (pickle.UnpicklingError, EOFError, RuntimeError) as err:  # not a torch file, or a truncated one
-            raise UserInputError(f"{path} is not a readable SemiDiscreteOT checkpoint ({type(err).__name__}: "
-                                 f"{err}); pass a file written by SemiDiscreteOT.save or fit(checkpoint_path=...)") from err
-        missing = [key for key in ("targets", "weights", "low", "high", "heights")
-                   if not isinstance(state, dict) or key not in state]
-        if missing:
-            raise UserInputError(f"{path} is not a SemiDiscreteOT checkpoint: it lacks {', '.join(missing)}; pass a "
-                                 f"file written by SemiDiscreteOT.save or fit(checkpoint_path=...)")
+        state = read_torch_file(path, ("targets", "weights", "low", "high", "heights"), "SemiDiscreteOT checkpoint",
+                                "pass a file written by SemiDiscreteOT.save or fit(checkpoint_path=...)")
         device = map_location or "cpu"
         kwargs.setdefault("backend", state.get("backend", "auto"))
         kwargs.setdefault("precision", state.get("precision", "highest"))
