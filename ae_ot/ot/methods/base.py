@@ -8,7 +8,9 @@ owns only what one step does:
 * ``init_state(heights, batch_size)``: a dict of tensors and numbers (saved in checkpoints, so a
   run resumes exactly);
 * ``step(state, lr)``: one update, returns a dict of per-step diagnostics (``train_mean_rel``
-  at least, ``converged`` when the method's own stopping rule fires);
+  at least, ``converged`` when the method's own stopping rule fires, ``top_k`` = 1 when the
+  step scored the top 1 only, as a held-out evaluation does: the driver times the final
+  evaluation of a time-limited fit from those steps);
 * ``solution(state)``: the heights the method reports (an average of iterates, or the iterate);
 * ``recover(state)``: go back to the best iterate seen and halve the step size, after a blow-up.
 

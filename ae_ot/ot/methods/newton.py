@@ -278,7 +278,7 @@ class NewtonMethod(SolverMethod):
         if not math.isfinite(train_error) or train_error > 2.0 * best + 0.1:
             if self.recover(state):
                 state.pop("mass_vr", None)  # it described the abandoned iterates
-                return {"train_mean_rel": train_error, "restarted": True}
+                return {"train_mean_rel": train_error, "restarted": True, "top_k": 2 if with_gaps else 1}
         self.remember_best(state, train_error)
         lr = lr * state.get("lr_scale", 1.0)
         kappa = problem.dim / (problem.dim + 1.0)
@@ -311,7 +311,8 @@ class NewtonMethod(SolverMethod):
         eta = opts.eta if opts.eta is not None else (3.0 if self.sparse_hessian else 1.0)
         weight = (eta + 1.0) / (t + 1.0 + eta)
         state["averaged"] = state["averaged"] + weight * (heights - state["averaged"])
-        return {"train_mean_rel": train_error}  # training-batch error at the iterate (not held out)
+        # train_mean_rel: training-batch error at the iterate (not held out)
+        return {"train_mean_rel": train_error, "top_k": 2 if with_gaps else 1}
 
     def variance_reduced_masses(self, state, u, top_values, top_index, batch_masses, t: int) -> torch.Tensor:
         """The cell masses [N] the step uses: this batch's (``vr_momentum`` 0) or STORM's estimate
