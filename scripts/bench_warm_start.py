@@ -30,12 +30,6 @@ from ae_ot.commands.toy2d import point_set  # noqa: E402
 from ae_ot.ot import SemiDiscreteOT  # noqa: E402
 
 
-def user_cells(ot: SemiDiscreteOT) -> torch.Tensor:
-    """Unit heights of the user's nearest-neighbour cells, hhat_i = -|y_i - c|^2 / (2 sigma)."""
-    y = ot.targets.double()
-    return ot.unit.center(-0.5 * ((y - ot.box_centre) ** 2).sum(1) / ot.target_spread)
-
-
 def problems() -> dict:
     eight = (point_set("8gaussians", 1000)[0] + 1) / 2
     return {
@@ -65,7 +59,7 @@ def main() -> None:
         picked = "user" if ot.unit.voronoi is not None else "unit"
         ot.unit.voronoi = None
         unit = ot.unit.voronoi_heights()
-        print(f"{name}: chi2 user cells {chi_square(ot, user_cells(ot)):.3g}, unit cells "
+        print(f"{name}: chi2 user cells {chi_square(ot, ot.nearest_neighbour_heights()):.3g}, unit cells "
               f"{chi_square(ot, unit):.3g}; picked: {picked}", flush=True)
         if targets.shape[1] != 2:
             continue
@@ -74,7 +68,7 @@ def main() -> None:
                 started = time.perf_counter()
                 solver = SemiDiscreteOT(targets, low=low, high=high, seed=0)
                 if start == "user":
-                    solver.unit.voronoi = user_cells(solver)
+                    solver.unit.voronoi = solver.nearest_neighbour_heights()
                 try:
                     report = solver.fit(tol=0.01, progress=False)
                     outcome = (f"{report.steps} steps, converged {report.converged}, exact error "

@@ -192,7 +192,10 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     """The loop of :meth:`ae_ot.ot.SemiDiscreteOT.fit` (see there for the parameters)."""
     method = resolve_method(method, ot.unit)
     solver = make_method(method, ot.unit, ot.seed, dict(options))
-    require_positive(**{name: value for name, value in (("tol", tol), ("time_limit", time_limit)) if value is not None})
+    if tol is not None:
+        require_positive(tol=tol)
+    if time_limit is not None:
+        require_positive(time_limit=time_limit)
     max_steps = solver.default_max_steps if max_steps is None else int(max_steps)
     if max_steps < 1:
         raise UserInputError(f"max_steps must be >= 1, got {max_steps}")

@@ -188,14 +188,21 @@ class SemiDiscreteOT:
         self.centre_dot_targets = y @ self.box_centre                          # <c, y_i> [N_r]
         self.unit = UnitBoxProblem(unit_targets, weights, self.comm, self.backend, self.tile_bytes,
                                    self.precision)
-        self.unit.voronoi = self._choose_warm_start(y)
+        self.unit.voronoi = self._choose_warm_start()
 
-    def _choose_warm_start(self, y: torch.Tensor) -> torch.Tensor | None:
-        """The Voronoi warm start: the user's nearest-neighbour cells, or None for the unit ones.
+    def nearest_neighbour_heights(self) -> torch.Tensor:
+        """Unit heights [N] whose cells are the nearest-neighbour cells of the user's targets.
 
         argmax_i <x, y_i> - |y_i|^2 / 2 = argmin_i |x - y_i|, and <x, y_i> - |y_i|^2 / 2 =
         -|y_i - c|^2 / 2 + (terms without i) + (a multiple of the unit score): hhat_i =
-        -|y_i - c|^2 / (2 sigma) gives the user's cells without cancellation far from 0.
+        -|y_i - c|^2 / (2 sigma) gives these cells without cancellation far from 0.
+        """
+        y = self.targets.double()
+        return self.unit.center(-0.5 * ((y - self.box_centre) ** 2).sum(1) / self.target_spread)
+
+    def _choose_warm_start(self) -> torch.Tensor | None:
+        """The Voronoi warm start: the user's nearest-neighbour cells
+        (:meth:`nearest_neighbour_heights`), or None for the unit ones.
 
         The optimal cells do not change when the targets alone are moved or scaled (moving adds the
         same <x, a> to every score; scaling by s > 0 multiplies every score by s once the heights
@@ -213,11 +220,12 @@ class SemiDiscreteOT:
         steps and ~3 s against 8 steps and ~5 s), on the same targets x 255 or x 1e-6 (where the
         user's start raised) and on collinear targets in d = 16 (0.68 against 2.91).
         """
+        y = self.targets.double()
         slack = 1e-6 * (self.high.double() - self.low.double())
         outside = ((y < self.low.double() - slack) | (y > self.high.double() + slack)).any(1).sum().reshape(1)
         if int(self.comm.allreduce(outside.double())[0]) > 0:
             return None
-        user = self.unit.center(-0.5 * ((y - self.box_centre) ** 2).sum(1) / self.target_spread)
+        user = self.nearest_neighbour_heights()
         probe = self.unit.uniform(1 << 13, torch.Generator().manual_seed(derive_seed(self.seed, PROBE_STREAM)))
         return user if self.unit.chi_square(user, probe) <= self.unit.chi_square(self.unit.voronoi_heights(), probe) else None
 
