@@ -46,6 +46,18 @@ def test_fit_stores_the_solution_in_the_checkpoint(fitted):
     assert not torch.equal(restored.sample(16, seed=4), b)
 
 
+def test_ot_eval_samples_sets_the_final_evaluation():
+    """The final held-out evaluation uses ot_eval_samples (the demo's floor well below its error)."""
+    codes = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
+    for samples in (12_345, None):
+        fresh = AEOT(latent_dim=8, ot_time_limit=None, ot_max_steps=15, ot_eval_samples=samples)
+        final = fresh.solve_ot(codes, progress=False)["history"][-1]
+        assert final["eval_samples"] == (samples or 1 << 20)
+        assert final["noise_floor"] == pytest.approx(math.sqrt(2 / math.pi * 300 / final["eval_samples"]), rel=0.01)
+    with pytest.raises(ValueError, match="ot_eval_samples must be a positive"):
+        AEOT(latent_dim=8, ot_eval_samples=0)
+
+
 def test_codes_are_normalised_into_the_box(fitted):
     model, _, _ = fitted
     assert model.ot_targets.abs().max() <= 1.0 + 1e-5

@@ -270,6 +270,50 @@ def test_time_limited_fit_predicts_its_final_evaluation_from_the_top1_steps(monk
     assert 3.5 <= report.total_time <= 4.0, (report.wall_time, report.eval_time)
 
 
+def test_eval_share_bounds_the_final_evaluations_part_of_the_time_limit(monkeypatch):
+    """eval_share is the largest part of time_limit the final evaluation may take: the solve stops
+    once (1 - eval_share) of the limit has passed when eval_samples cost more than the rest, and the
+    evaluation draws what the rest affords. On a fake clock (1 us per sample, steps and evaluation
+    alike, 4-s limit, eval_samples costing 16.8 s): the default 0.5 solves ~2 s, 0.75 solves ~1 s
+    and evaluates ~2.5 s (the reserve's 1.2 margin), and neither call passes its limit."""
+    from types import SimpleNamespace
+
+    from ae_ot.ot import fitting
+    from ae_ot.ot.methods.newton import NewtonMethod
+    from ae_ot.ot.unit_problem import UnitBoxProblem
+
+    clock = [0.0]
+    monkeypatch.setattr(fitting, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    step, cell_counts = NewtonMethod.step, UnitBoxProblem.cell_counts
+
+    def timed_step(self, state, lr):
+        before = state["samples"]
+        info = step(self, state, lr)
+        clock[0] += (state["samples"] - before) * 1e-6
+        return info
+
+    def timed_cell_counts(self, heights, num_samples, generator, chunk=None):
+        clock[0] += num_samples * 1e-6
+        return cell_counts(self, heights, num_samples, generator, chunk)
+
+    monkeypatch.setattr(NewtonMethod, "step", timed_step)
+    monkeypatch.setattr(UnitBoxProblem, "cell_counts", timed_cell_counts)
+    y = _gmm(500, 8, 5, 0)
+    solves = {}
+    for share in (0.5, 0.75):
+        report = SemiDiscreteOT(y, seed=0).fit(time_limit=4.0, eval_samples=1 << 24, eval_share=share,
+                                               batch_size=1 << 14, gap_warmup=0, progress=False)
+        step_seconds = report.wall_time / report.steps
+        assert 4.0 * (1 - share) <= report.wall_time < 4.0 * (1 - share) + 2 * step_seconds, (share, report.wall_time)
+        assert report.total_time <= 4.0
+        assert report.eval_time >= 0.8 * (4.0 - report.wall_time) / fitting.EVAL_RATE_MARGIN
+        solves[share] = report.wall_time
+    assert solves[0.75] < 0.6 * solves[0.5]
+    for bad in (0, 1, 1.5, "0.5", True):
+        with pytest.raises(ValueError, match="eval_share"):
+            SemiDiscreteOT(y, seed=0).fit(time_limit=1.0, eval_share=bad, progress=False)
+
+
 def test_time_limited_fit_counts_its_final_evaluation():
     """With no tol and no evaluation schedule, time_limit covers the final held-out evaluation: the
     solver stops early for it (never before half the limit), and an evaluation the rest of the
