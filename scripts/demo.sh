@@ -15,13 +15,12 @@ stamp() { echo "$1 $(( $(date +%s) - start ))" >> "$OUT/timings.txt"; }
 : > "$OUT/timings.txt"
 
 echo "== 1/5 train AE-OT (autoencoder, then the semi-discrete OT solve)"
-# The OT stage gets 135 s, final held-out evaluation included, and that evaluation up to 65% of it
-# (up to 2^23 samples): its noise floor then sits at about a third of the error it reports
-# (docs/benchmarks.md: the error falls about as fast with the solver's samples as the floor with
-# the evaluation's, so only an evaluation longer than the solve puts the floor well below the error).
-# 135 s rather than the config's 150 keeps a fresh clone under 10 minutes on a slow day (9 min 47 s
-# with 150).
-$AEOT fit --config models/ae_ot.yaml --model.ot_time_limit=135 --model.ot_eval_share=0.65 \
+# The OT stage gets 110 s, final held-out evaluation included, and that evaluation 60% of it (at most
+# 2^23 samples, drawn until the time is up): its noise floor then sits at about a third of the error
+# it reports. The error falls about as fast with the solver's samples as the floor with the
+# evaluation's, so only an evaluation longer than the solve puts the floor well below the error
+# (docs/benchmarks.md). 110 s keeps a fresh clone under 10 minutes on a slow day (10 min 10 s with 135).
+$AEOT fit --config models/ae_ot.yaml --model.ot_time_limit=110 --model.ot_eval_share=0.6 \
     --model.ot_eval_samples=8388608 \
     --trainer.default_root_dir="$OUT" "$@"
 run=$(ls -td "$OUT"/lightning_logs/version_* | head -n 1)

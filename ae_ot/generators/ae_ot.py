@@ -138,7 +138,7 @@ class AEOT(Autoencoder):
         ``ot_eval_share`` of it (fewer samples if that share cannot afford them).
     ot_eval_share : float, default 0.5
         The largest fraction of ``ot_time_limit`` the final evaluation may take (``eval_share`` of
-        :meth:`ae_ot.ot.SemiDiscreteOT.fit`). ``scripts/demo.sh`` gives it 0.62, so that the
+        :meth:`ae_ot.ot.SemiDiscreteOT.fit`). ``scripts/demo.sh`` gives it 0.6, so that the
         floor sits at about a third of the error it reports.
     ot_backend : str, default "auto"
     extension : {"extended", "none"}, default "extended"
