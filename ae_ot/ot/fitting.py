@@ -275,9 +275,11 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     # When a time-limited fit ends with one held-out evaluation and nothing else (no tol, no
     # evaluation schedule: AE-OT's call), the limit covers that evaluation too, so the call returns
     # within time_limit. Its cost is predicted from the steps' measured seconds per sample (scoring
-    # dominates both; an evaluation scores the top 1, a step mostly too), and it may take at most
-    # eval_share of the limit (by default half: at least half of the limit solves). Measured before: AE-OT's 150 s solve over 55,000 MNIST codes was
-    # followed by a 2^20-sample evaluation of ~40 s that its budget did not count.
+    # dominates both; an evaluation scores the top 1, a step mostly too) to decide when the solve
+    # stops; the evaluation may take at most eval_share of the limit (by default half: at least
+    # half of the limit solves), and it stops at the limit whatever it costs (grow_within).
+    # Measured before: AE-OT's 150 s solve over 55,000 MNIST codes was followed by a 2^20-sample
+    # evaluation of ~40 s that its budget did not count.
     reserve_final = time_limit is not None and not adaptive and not eval_every and not eval_times and not exact
 
     # Steps that scored the top 1 only (info["top_k"] == 1), as an evaluation does: their seconds
