@@ -54,6 +54,15 @@ def require_int_at_least(minimum: int, hint: str = "", **values) -> None:
             raise UserInputError(f"{name} must be {rule}, got {value!r}{hint.format(name=name)}")
 
 
+def require_in_interval(low: float, high: float, hint: str = "", high_closed: bool = False, **values) -> None:
+    """Raise :class:`UserInputError` unless each keyword value is a number in (low, high), or in
+    (low, high] with ``high_closed``; ``hint`` as in :func:`require_positive`."""
+    for name, value in values.items():
+        if not (_is_number(value) and low < value and (value <= high if high_closed else value < high)):
+            interval = f"({low:g}, {high:g}{']' if high_closed else ')'}"
+            raise UserInputError(f"{name} must be in {interval}, got {value!r}{hint.format(name=name)}")
+
+
 def require_choice(name: str, value, choices) -> None:
     """Raise :class:`UserInputError` unless ``value`` is one of ``choices``."""
     if value not in choices:

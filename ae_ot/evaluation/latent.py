@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from ae_ot.checks import UserInputError
+from ae_ot.checks import UserInputError, require_in_interval
 
 __all__ = ["nearest_neighbours", "nearest_neighbour_distances", "gap_threshold", "gap_score"]
 
@@ -62,8 +62,7 @@ def nearest_neighbour_distances(points: torch.Tensor, queries: torch.Tensor | No
 
 def gap_threshold(train_codes: torch.Tensor, quantile: float = 0.99) -> float:
     """q-th quantile of the training codes' leave-one-out nearest-neighbour distances."""
-    if isinstance(quantile, bool) or not isinstance(quantile, (int, float)) or not 0 < quantile <= 1:
-        raise UserInputError(f"quantile must be in (0, 1], got {quantile!r}")
+    require_in_interval(0, 1, high_closed=True, quantile=quantile)
     if train_codes.dim() != 2 or train_codes.shape[0] < 2:
         # one code has no neighbour: an infinite threshold would make every gap score 0
         raise UserInputError(f"the gap threshold needs at least 2 training codes [N, d], got shape "

@@ -37,7 +37,7 @@ from typing import Literal
 import torch
 from tqdm.auto import tqdm
 
-from ae_ot.checks import UserInputError
+from ae_ot.checks import UserInputError, require_in_interval, require_positive_int
 from ae_ot.generators.autoencoder import Autoencoder, read_autoencoder_state
 from ae_ot.ot import SemiDiscreteOT
 from ae_ot.ot.extension import extended_map
@@ -177,12 +177,10 @@ class AEOT(Autoencoder):
             raise UserInputError(f"radius must be >= 0, got {radius}")
         if ot_tol is not None and ot_tol <= 0:
             raise UserInputError(f"ot_tol must be positive, got {ot_tol}")
-        if not 0 < ot_eval_share < 1:
-            raise UserInputError(f"ot_eval_share is the largest fraction of ot_time_limit that the final OT "
-                                 f"evaluation may take, a number in (0, 1); got {ot_eval_share}")
-        if ot_eval_samples is not None and ot_eval_samples < 1:
-            raise UserInputError(f"ot_eval_samples must be a positive number of samples or null (the solver's "
-                                 f"default), got {ot_eval_samples}")
+        require_in_interval(0, 1, "; it is the largest fraction of ot_time_limit the final OT evaluation may take",
+                            ot_eval_share=ot_eval_share)
+        if ot_eval_samples is not None:
+            require_positive_int(" (or null: the solver's default)", ot_eval_samples=ot_eval_samples)
         self.save_hyperparameters()
         if autoencoder_ckpt:
             state, _ = read_autoencoder_state(autoencoder_ckpt)

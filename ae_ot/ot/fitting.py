@@ -46,7 +46,7 @@ from pathlib import Path
 
 import torch
 
-from ae_ot.checks import UserInputError, require_positive
+from ae_ot.checks import UserInputError, require_in_interval, require_positive
 from ae_ot.ot.methods import EXACT2D_MAX_TARGETS, make_method, resolve_method
 from ae_ot.ot.sources import derive_seed
 from ae_ot.ot.unit_problem import noise_floor
@@ -219,9 +219,8 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
         require_positive(tol=tol)
     if time_limit is not None:
         require_positive(time_limit=time_limit)
-    if isinstance(eval_share, bool) or not isinstance(eval_share, (int, float)) or not 0 < eval_share < 1:
-        raise UserInputError(f"eval_share is the largest fraction of time_limit that the final held-out "
-                             f"evaluation may take, a number in (0, 1); got {eval_share!r}")
+    require_in_interval(0, 1, "; it is the largest fraction of time_limit the final held-out evaluation may take",
+                        eval_share=eval_share)
     max_steps = solver.default_max_steps if max_steps is None else int(max_steps)
     if max_steps < 1:
         raise UserInputError(f"max_steps must be >= 1, got {max_steps}")
@@ -303,12 +302,6 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
             return 0.0
         return evaluate.precise_samples * seconds_per_sample()
 
-    def final_samples() -> int | None:
-        """The reserved final evaluation's samples (None when it is not reserved): eval_samples,
-        drawn in chunks until they are all drawn or the time limit comes (``grow_within``): a
-        noisier report rather than a late return, whatever the evaluation was predicted to cost."""
-        return evaluate.precise_samples if reserve_final else None
-
     def first_check_due() -> bool:
         """Whether the first adaptive check may run: once the training samples drawn are at least
         1 / EVAL_FRACTION times the check's samples (always once the history holds an evaluation,
@@ -325,14 +318,18 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
         first_samples = evaluate.screen_levels[0][0] if evaluate.screen_levels else evaluate.precise_samples
         return state["samples"] * EVAL_FRACTION >= first_samples
 
-    def record(kind: str, samples: int | None = None, staged: _StagedEvaluation | None = None) -> dict:
+    def record(kind: str, samples: int | None = None, staged: _StagedEvaluation | None = None,
+               seconds: float | None = None) -> dict:
+        """Evaluate and append to the history: ``samples`` fresh ones (default eval_samples), or
+        grow ``staged`` to them, within ``seconds`` when given (``grow_within``)."""
         nonlocal eval_time, last_eval
         started = time.perf_counter()
-        if staged is None and samples is not None and reserve_final:
-            # the final evaluation counted in time_limit: it stops there whatever it was predicted to cost
-            result = evaluate.staged(state).grow_within(samples, kind, time_limit - solver_time - eval_time, ot.comm)
+        if staged is None:
+            result = evaluate(state, kind, samples)
+        elif seconds is None:
+            result = staged.grow_to(samples, kind)
         else:
-            result = evaluate(state, kind, samples) if staged is None else staged.grow_to(samples, kind)
+            result = staged.grow_within(samples, kind, seconds, ot.comm)
         eval_time += time.perf_counter() - started
         if ot.comm.enabled:  # the adaptive schedule reads it: the same value on every rank
             eval_time = float(ot.comm.allreduce(torch.tensor([eval_time], dtype=torch.float64,
@@ -342,6 +339,15 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
                                "samples": state["samples"], **result})
         last_eval = result
         return result
+
+    def record_final(kind: str) -> dict:
+        """The fit's closing evaluation. When it is reserved in time_limit: eval_samples drawn in
+        chunks until the limit (a noisier report rather than a late return, whatever it was
+        predicted to cost)."""
+        if not reserve_final:
+            return record(kind)
+        return record(kind, evaluate.precise_samples, evaluate.staged(state),
+                      seconds=time_limit - solver_time - eval_time)
 
     try:
         while state["step"] < max_steps:
@@ -398,7 +404,7 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
                     next_adaptive_eval = max(solver_time, eval_time / EVAL_FRACTION_MAX,
                                              min(next_adaptive_eval, predicted))
             elif due or (stop and not adaptive):
-                result = record("precise", None if due else final_samples())
+                result = record("precise") if due else record_final("precise")
                 rec.update(result)
                 if tol is not None and result["mean_rel_corrected"] <= tol:
                     stop = stop or "tol"
@@ -417,7 +423,7 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
             bar.close()
     ot.unit_heights = solver.solution(state)
     if not last_eval or report.history[-1]["step"] != state["step"] or report.history[-1]["kind"] == "screen":
-        record("final", final_samples())
+        record_final("final")
     _verdict(report, tol, method)
     if checkpoint is not None:
         ot.save(checkpoint)
