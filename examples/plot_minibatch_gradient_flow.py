@@ -48,7 +48,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from ae_ot.data import gaussians_on_circle  # noqa: E402
+from ae_ot.datasets import gaussians_on_circle  # noqa: E402
 from ae_ot.ot.minibatch import (  # noqa: E402
     check_minibatch_args,
     debiased_minibatch_wasserstein,
@@ -110,7 +110,7 @@ def bar_images(n: int, horizontal: bool, seed: int = 0) -> torch.Tensor:
 
 
 def digit_images(digit: int, n: int, seed: int = 0) -> torch.Tensor:
-    from ae_ot.data import load_mnist
+    from ae_ot.datasets import load_mnist
 
     splits = load_mnist(download=False)
     idx = (splits.train_labels == digit).nonzero().flatten()

@@ -49,7 +49,7 @@ def main():
 
     from ae_ot.checkpoint import load_generator
     from ae_ot.commands.umap import latent_gap_report
-    from ae_ot.data import load_mnist
+    from ae_ot.datasets import load_mnist
     from ae_ot.evaluation import get_classifier
     model = load_generator(args.ckpt_path)
     classifier = get_classifier(progress=True)

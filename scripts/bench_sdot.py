@@ -88,7 +88,7 @@ def mnist_codes(n=10000, d=16, seed=0) -> torch.Tensor:
     cache = ROOT / "data" / f"mnist_codes_n{n}_d{d}_s{seed}.pt"
     if cache.exists():
         return torch.load(cache)
-    from ae_ot.data import load_mnist
+    from ae_ot.datasets import load_mnist
     from ae_ot.generators import Autoencoder
 
     torch.manual_seed(seed)

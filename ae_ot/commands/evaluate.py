@@ -70,7 +70,7 @@ def evaluate_real(split: str = "test", num_samples: int = 10000, seed: int = 0, 
     """Score real images (MNIST ``split``, or Stacked MNIST triples of it) as if they were generated."""
     import torch
 
-    from ae_ot.data import load_mnist, load_stacked_mnist
+    from ae_ot.datasets import load_mnist, load_stacked_mnist
     from ae_ot.evaluation import evaluate_samples, get_classifier
 
     started = time.perf_counter()

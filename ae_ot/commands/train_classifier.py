@@ -31,7 +31,7 @@ def train_classifier(force: bool = False, data_dir: str = "data", no_progress: b
     MNISTClassifier
         The classifier, with ``cache_path`` and ``info``.
     """
-    from ae_ot.data import load_mnist
+    from ae_ot.datasets import load_mnist
     from ae_ot.evaluation.classifier import CODE_VERSION, classifier_accuracy, get_classifier
 
     splits = load_mnist(data_dir)

@@ -137,7 +137,7 @@ def umap_figure(ckpt_path: str, output: str = "umap.png", num_codes: int = 10000
         raise FileNotFoundError(f"the folder of the output {output} does not exist: create it first")
 
     from ae_ot.checkpoint import load_generator
-    from ae_ot.data import load_mnist
+    from ae_ot.datasets import load_mnist
 
     model = load_generator(ckpt_path)
     if not hasattr(model, "latent_samples"):

@@ -208,7 +208,7 @@ def get_classifier(train_if_missing: bool = True, progress: bool = True, splits=
         own cache key and does not reach 99 %).
     """
     if splits is None:
-        from ae_ot.data import load_mnist
+        from ae_ot.datasets import load_mnist
 
         splits = load_mnist(data_dir)
     key = classifier_key(splits, subset=subset, epochs=epochs)

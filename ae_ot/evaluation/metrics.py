@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from ae_ot.checks import UserInputError
-from ae_ot.data import stacked_label
+from ae_ot.datasets import stacked_label
 from ae_ot.evaluation.features import check_features, check_images, extract_features, gaussian_stats
 from ae_ot.evaluation.reference import get_reference
 from ae_ot.ot.minibatch import exact_ot_equal_size

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ae_ot.checks import UserInputError
-from ae_ot.data import load_mnist, stacked_label, stacked_mnist_indices
+from ae_ot.datasets import load_mnist, stacked_label, stacked_mnist_indices
 from ae_ot.evaluation.features import extract_features, gaussian_stats
 from ae_ot.io import atomic_torch_save, data_digest
 
