@@ -1,4 +1,4 @@
-"""Files: atomic writes, a digest of image data, and reading a Lightning checkpoint.
+"""Files: atomic writes, the cache folder, a digest of image data, and reading a Lightning checkpoint.
 
 An interrupted job (Ctrl-C, ``kill -9``, a full disk) must never leave half a file where a later
 run, or a reader, expects a whole one. Every file the package writes for later reading goes
@@ -21,7 +21,7 @@ import torch
 
 from ae_ot.checks import UserInputError
 
-__all__ = ["atomic_write", "atomic_torch_save", "write_json_atomic", "data_digest", "read_checkpoint"]
+__all__ = ["atomic_write", "atomic_torch_save", "write_json_atomic", "cache_dir", "data_digest", "read_checkpoint"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
@@ -59,6 +59,13 @@ def write_json_atomic(data, path: str | os.PathLike) -> Path:
             os.fsync(f.fileno())
 
     return atomic_write(path, write)
+
+
+def cache_dir() -> Path:
+    """Where the package caches what it computes once per machine (the MNIST classifier, decoded
+    MNIST): ``$AE_OT_CACHE`` if set, else ``~/.cache/ae-ot``."""
+    env = os.environ.get("AE_OT_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "ae-ot"
 
 
 def data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:

