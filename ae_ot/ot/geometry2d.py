@@ -96,18 +96,35 @@ def _clipped_cells(y, h, box, neighbours):
     vertex counts [n] (0: empty). All cells are clipped together, one plane per cell at a time:
     at N = 1,000 near a solution, 20 ms where clipping one cell at a time in Python took 130-150 ms."""
     n = len(y)
-    if neighbours is None:  # degenerate input: clip by every other target
-        others = [np.delete(np.arange(n), i) for i in range(n)]
-    else:
+    if neighbours is not None:
         others = [np.zeros(0, dtype=np.int64) if nb is None else nb for nb in neighbours]
+        not_on_hull = np.array([nb is None for nb in neighbours], dtype=bool)
+        return _clip_cells(y, h, box, np.arange(n), others, not_on_hull)
+    # Degenerate input (qhull could not run): every other target may bound a cell. Chunks of cells
+    # keep the [cells, N - 1] plane arrays at about 2M entries whatever N.
+    chunk = max(1, 2_000_000 // max(n, 1))
+    parts = []
+    for start in range(0, n, chunk):
+        cells = np.arange(start, min(n, start + chunk))
+        others = [np.delete(np.arange(n), i) for i in cells]
+        parts.append(_clip_cells(y, h, box, cells, others, np.zeros(len(cells), dtype=bool)))
+    width = max(part[0].shape[1] for part in parts)
+    return (np.concatenate([_widen(part[0], width) for part in parts]),
+            np.concatenate([_widen(part[1], width) for part in parts]), np.concatenate([part[2] for part in parts]))
+
+
+def _clip_cells(y, h, box, cells, others, empty):
+    """The cells ``cells`` [m] clipped by the planes of their ``others`` (m index arrays), as
+    :func:`_clipped_cells` returns them; cells flagged ``empty`` [m] are empty from the start."""
+    m = len(cells)
     degree = max((len(o) for o in others), default=0)
-    planes = np.full((n, max(degree, 1)), -1, dtype=np.int64)
-    for i, o in enumerate(others):
-        planes[i, :len(o)] = o
+    planes = np.full((m, max(degree, 1)), -1, dtype=np.int64)
+    for row, o in enumerate(others):
+        planes[row, :len(o)] = o
     has_plane = planes >= 0
     safe = np.where(has_plane, planes, 0)
-    normals = y[:, None, :] - y[safe]
-    offsets = np.where(has_plane, h[:, None] - h[safe], 1.0)
+    normals = y[cells][:, None, :] - y[safe]
+    offsets = np.where(has_plane, h[cells][:, None] - h[safe], 1.0)
     normals[~has_plane] = 0.0
     # Clip by the most restrictive planes first (the per-cell order of the scalar version).
     restrictiveness = np.where(has_plane, (np.einsum("kc,njc->njk", box, normals) + offsets[:, :, None]).min(2), np.inf)
@@ -115,11 +132,9 @@ def _clipped_cells(y, h, box, neighbours):
     planes = np.take_along_axis(planes, order, 1)
     normals = np.take_along_axis(normals, order[:, :, None], 1)
     offsets = np.take_along_axis(offsets, order, 1)
-    polygons = np.broadcast_to(box, (n, 4, 2)).copy()
-    labels = np.broadcast_to(np.array([-1, -2, -3, -4], dtype=np.int64), (n, 4)).copy()
-    counts = np.full(n, 4)
-    if neighbours is not None:
-        counts[[nb is None for nb in neighbours]] = 0  # not on the lower hull: an empty cell
+    polygons = np.broadcast_to(box, (m, 4, 2)).copy()
+    labels = np.broadcast_to(np.array([-1, -2, -3, -4], dtype=np.int64), (m, 4)).copy()
+    counts = np.where(empty, 0, 4)
     # Rows by decreasing number of planes: column j then clips the first rows only, those with more
     # than j planes (a few cells have many neighbours; most have about 6).
     rows = np.argsort(-has_plane.sum(1), kind="stable")
@@ -136,7 +151,7 @@ def _clipped_cells(y, h, box, neighbours):
         polygons, labels = _widen(polygons, width), _widen(labels, width)
         polygons[live], labels[live], counts[live] = _widen(part[0], width), _widen(part[1], width), part[2]
     back = np.empty_like(rows)
-    back[rows] = np.arange(n)
+    back[rows] = np.arange(m)
     return polygons[back], labels[back], counts[back]
 
 
