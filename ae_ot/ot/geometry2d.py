@@ -51,6 +51,16 @@ def _hull_neighbours(y: np.ndarray, h: np.ndarray) -> list[np.ndarray] | None:
     return [np.asarray(nb, dtype=np.int64) if on_hull[i] else None for i, nb in enumerate(neighbours)]
 
 
+def _vertex_slots(counts, k):
+    """For padded polygons with ``counts`` [n] vertices in k slots: which slots hold a vertex
+    (live [n, k]) and the slot of each vertex's successor around its polygon (following [n, k],
+    0 in padding)."""
+    slots = np.arange(k)
+    live = slots < counts[:, None]
+    following = np.where(counts[:, None] > 0, (slots + 1) % np.maximum(counts, 1)[:, None], 0)
+    return live, following
+
+
 def _clip_all(polygons, labels, counts, normals, offsets, plane_labels):
     """One Sutherland-Hodgman step for n convex polygons at once: polygon r keeps its part where
     normals[r] . x + offsets[r] >= 0.
@@ -61,9 +71,7 @@ def _clip_all(polygons, labels, counts, normals, offsets, plane_labels):
     labels [n, K'], counts [n]); a polygon left with fewer than 3 vertices is empty (count 0).
     """
     n, k = labels.shape
-    slots = np.arange(k)
-    live = slots < counts[:, None]
-    following = np.where(counts[:, None] > 0, (slots + 1) % np.maximum(counts, 1)[:, None], 0)
+    live, following = _vertex_slots(counts, k)
     values = np.einsum("nkc,nc->nk", polygons, normals) + offsets[:, None]
     values = np.where(live, values, -1.0)
     next_values = np.take_along_axis(values, following, axis=1)
@@ -167,9 +175,7 @@ def _diagram_parts(polygons, labels, counts):
     """Areas [n] (shoelace formula), facets (cells [F, 2] with i < j, summed edge lengths [F]) and
     every vertex [V, 2] of the padded cells of :func:`_clipped_cells`."""
     n, k = labels.shape
-    slots = np.arange(k)
-    live = slots < counts[:, None]
-    following = np.where(counts[:, None] > 0, (slots + 1) % np.maximum(counts, 1)[:, None], 0)
+    live, following = _vertex_slots(counts, k)
     next_points = np.take_along_axis(polygons, following[:, :, None], axis=1)
     cross = polygons[:, :, 0] * next_points[:, :, 1] - polygons[:, :, 1] * next_points[:, :, 0]
     areas = 0.5 * np.abs(np.where(live, cross, 0.0).sum(1))
