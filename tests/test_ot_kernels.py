@@ -9,6 +9,7 @@ import torch.multiprocessing as mp
 
 from ae_ot.ot import SemiDiscreteOT, kernels
 from ae_ot.ot.distributed import sharded_topk
+from ae_ot.ot.fused import fused_available
 
 
 def _problem(m=2000, n=700, d=16, seed=0):
@@ -54,9 +55,12 @@ def test_tile_plan_fits_budget():
     assert cols == 2000 and rows * cols * 4 <= 32 << 20
 
 
-def test_auto_backend_is_torch_on_cpu():
-    assert kernels.resolve_backend("auto", torch.device("cpu"), 32) == "torch"
-    assert kernels.resolve_backend("auto", torch.device("cpu"), 2) == "torch"
+def test_auto_backend_on_cpu_is_fused_when_it_builds_else_torch(monkeypatch):
+    expected = "fused" if fused_available() else "torch"
+    assert kernels.resolve_backend("auto", torch.device("cpu"), 32) == expected
+    assert kernels.resolve_backend("auto", torch.device("cpu"), 2) == expected
+    monkeypatch.setenv("AE_OT_FUSED", "0")
+    assert kernels.resolve_backend("auto", torch.device("cpu"), 16) == "torch"
 
 
 def _keops_or_skip():

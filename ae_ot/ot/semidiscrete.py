@@ -60,7 +60,7 @@ class SemiDiscreteOT:
         Target masses, positive and summing to 1 (uniform if omitted).
     low, high : float or tensor [d]
         Box corners of the uniform source measure.
-    backend : {"auto", "torch", "keops"}
+    backend : {"auto", "torch", "fused", "keops"}
         Score kernel (see :func:`ae_ot.ot.kernels.resolve_backend`).
     seed : int
         Every random draw of ``fit`` derives from (seed, stream, step).

@@ -1,0 +1,109 @@
+"""The fused CPU score kernel (ae_ot.ot.fused): the same top-1 / top-2 as the tiled torch kernel,
+ties included, on every dimension it specialises, and a clear story when it cannot be built."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from ae_ot.ot import SemiDiscreteOT, kernels
+from ae_ot.ot.fused import fused_available, fused_build_error
+
+pytestmark = pytest.mark.skipif(not fused_available(), reason=f"fused kernel unavailable: {fused_build_error()}")
+
+
+def _problem(m, n, d, seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(m, d, generator=g) * 2 - 1, torch.randn(n, d, generator=g), 0.3 * torch.randn(n, generator=g)
+
+
+@pytest.mark.parametrize("d", [1, 2, 3, 7, 15, 16, 17, 33])
+@pytest.mark.parametrize("k", [1, 2])
+def test_fused_matches_the_torch_kernel(d, k):
+    # m = 1,000 is not a multiple of the 16 lanes, n = 301 not of the 4 targets per step: both tails run.
+    for n in (k, 5, 301):
+        x, y, h = _problem(1000, n, d, seed=d * 10 + k)
+        vf, i_f = kernels.topk_scores(x, y, h, k, "fused")
+        vt, it = kernels.topk_scores(x, y, h, k, "torch")
+        assert vf.shape == (1000, k) and i_f.dtype == torch.long
+        assert torch.allclose(vf, vt, atol=1e-5)
+        assert torch.equal(i_f, it)  # no near-ties at this scale; a wrong lane or index shows here
+        assert torch.allclose((x @ y.T + h).gather(1, i_f), vf, atol=1e-5)  # indices point at the values
+
+
+def test_fused_ties_keep_the_lowest_index_and_a_zero_gap():
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(40, 4, generator=g)
+    y = torch.cat([base, base, base])  # every target three times: indices j, j + 40, j + 80 tie
+    h = torch.zeros(120)
+    x = torch.rand(500, 4, generator=g)
+    v1, i1 = kernels.topk_scores(x, y, h, 1, "fused")
+    assert torch.equal(i1, kernels.topk_scores(x, y, h, 1, "torch")[1])
+    assert (i1 < 40).all()  # the lowest of the tied copies, as torch.max
+    v2, i2 = kernels.topk_scores(x, y, h, 2, "fused")
+    assert torch.equal(i2[:, 0], i1[:, 0]) and torch.equal(i2[:, 1], i1[:, 0] + 40)
+    assert torch.equal(v2[:, 0], v2[:, 1])  # gap 0 between tied copies
+
+
+def test_fused_is_the_same_on_one_thread_and_on_several():
+    x, y, h = _problem(20000, 500, 16, seed=3)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = kernels.topk_scores(x, y, h, 2, "fused")
+    finally:
+        torch.set_num_threads(threads)
+    torch.set_num_threads(max(2, threads))
+    try:
+        many = kernels.topk_scores(x, y, h, 2, "fused")
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.equal(one[0], many[0]) and torch.equal(one[1], many[1])
+
+
+def test_fused_leaves_what_it_does_not_cover_to_torch():
+    x, y, h = _problem(300, 50, 8, seed=4)
+    # float64, k > 2 and non-finite heights take the torch path: same results as asking for it.
+    for args in ((x.double(), y.double(), h.double(), 2), (x, y, h, 5)):
+        a, b = kernels.topk_scores(*args, backend="fused"), kernels.topk_scores(*args, backend="torch")
+        assert a[0].dtype == b[0].dtype and torch.equal(a[1], b[1])
+    h_nan = h.clone()
+    h_nan[7] = float("nan")
+    v, _ = kernels.topk_scores(x, y, h_nan, 1, "fused")
+    assert torch.isnan(v).any()  # NaN propagates as in torch, for the solver's blow-up guard to see
+
+
+def test_solver_fits_alike_on_both_kernels():
+    y = torch.rand(200, 3, generator=torch.Generator().manual_seed(5))
+    errs = {}
+    for backend in ("fused", "torch"):
+        ot = SemiDiscreteOT(y, backend=backend, seed=0)
+        assert ot.backend == backend
+        ot.fit(max_steps=60, batch_size=4096, tol=None, progress=False)
+        errs[backend] = ot.errors(num_samples=1 << 18)["mean_rel"]
+    assert abs(errs["fused"] - errs["torch"]) < 0.02, errs
+
+
+def test_without_a_compiler_auto_falls_back_and_fused_says_why(tmp_path):
+    code = (
+        "import torch\n"
+        "from ae_ot.ot import kernels\n"
+        "from ae_ot.ot.fused import fused_available, fused_build_error\n"
+        "from ae_ot.checks import UserInputError\n"
+        "assert not fused_available()\n"
+        "assert 'compiler' in fused_build_error()\n"
+        "assert kernels.resolve_backend('auto', torch.device('cpu'), 16) == 'torch'\n"
+        "x = torch.rand(10, 3)\n"
+        "try:\n"
+        "    kernels.topk_scores(x, x, torch.zeros(10), 1, 'fused')\n"
+        "except UserInputError as e:\n"
+        "    assert \"backend='torch'\" in str(e), e\n"
+        "else:\n"
+        "    raise AssertionError('no error')\n"
+    )
+    env = {**os.environ, "PATH": str(tmp_path), "AE_OT_CACHE": str(tmp_path / "cache")}
+    env.pop("CXX", None)
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
