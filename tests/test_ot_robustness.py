@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ae_ot.ot import ConvergenceWarning, SemiDiscreteOT, SolverDivergedError
-from ae_ot.ot.fitting import EVAL_FRACTION
+from ae_ot.ot.fitting import ERROR_DECAY_EXPONENT, EVAL_FRACTION, EVAL_FRACTION_MAX
 from ae_ot.ot.methods.newton import NewtonMethod, NewtonOptions
 
 STEPS = {"default": 12, "aeot": 12, "exact2d": 6}
@@ -265,6 +265,31 @@ def test_first_tol_check_waits_until_it_costs_a_quarter_of_the_training_samples(
     assert first["kind"] in ("screen", "precise")
     assert first["samples"] * EVAL_FRACTION >= first["eval_samples"]
     assert first["step"] > 5
+
+
+def test_each_tol_check_leaves_room_for_the_next_checks_cost():
+    # After a failed check the next one waits until the evaluations, its own first stage included,
+    # fit the budget: EVAL_FRACTION of the solver time, or EVAL_FRACTION_MAX where the error's decay
+    # predicts tol sooner. The rule used to count past checks only, so a first check that had cost
+    # a quarter of the solve let a second one run at the very next step.
+    g = torch.Generator().manual_seed(0)
+    centres = torch.rand(8, 16, generator=g)  # 8 tight clusters: the first check fails, its screen clearly
+    targets = (centres[torch.randint(8, (1000,), generator=g)] + 0.02 * torch.randn(1000, 16, generator=g)).clamp(0, 1)
+    report = SemiDiscreteOT(targets, seed=0).fit(tol=0.02, max_steps=3000, progress=False)
+    groups = {}
+    for rec in report.history:
+        if rec["kind"] in ("screen", "precise"):
+            groups.setdefault(rec["step"], []).append(rec)
+    checks = [groups[step] for step in sorted(groups)]
+    assert len(checks) >= 2, report.history
+    for before, after in zip(checks, checks[1:]):
+        spent = before[-1]["wall"] - before[-1]["time"]  # evaluation seconds after the earlier check
+        cost = after[0]["wall"] - after[0]["time"] - spent  # the later check's first stage
+        error = before[-1]["mean_rel_corrected"]
+        predicted = before[-1]["time"] * max(error / 0.02, 1.1) ** ERROR_DECAY_EXPONENT
+        due = max((spent + cost) / EVAL_FRACTION_MAX, min((spent + cost) / EVAL_FRACTION, predicted))
+        assert after[0]["step"] > before[-1]["step"] + 1
+        assert after[0]["time"] >= 0.8 * due, (before[-1], after[0], due)  # 0.8: the cost is estimated
 
 
 def test_all_targets_identical_report_a_finite_error():
