@@ -305,8 +305,8 @@ PEER_PROBLEMS = {
                        **_POT_GRID),
     "gmm": dict(n=2000, d=16, low=0.0, high=1.0, exact=False, budget=60.0, tol=0.02,
                 eval_times=(2, 5, 10, 20, 40, 60), eval_samples=1 << 22, pot_tune_budget=4.0, **_POT_GRID),
-    "mnist": dict(n=10000, d=16, low=-1.0, high=1.0, exact=False, budget=120.0, tol=0.02,
-                  eval_times=(30, 60, 120), eval_samples=1 << 22, pot_tune_budget=8.0,
+    "mnist": dict(n=10000, d=16, low=-1.0, high=1.0, exact=False, budget=180.0, tol=0.02,
+                  eval_times=(10, 20, 30, 40, 60, 90, 120, 180), eval_samples=1 << 22, pot_tune_budget=8.0,
                   **{**_POT_GRID, "pot_lr_scales": "1,3"}),
 }
 _POT_QUICK = dict(pot_batches="32,256", pot_lr_scales="1", pot_probe_s=0.02)

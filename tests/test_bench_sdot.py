@@ -96,3 +96,17 @@ def test_compare_quick(tmp_path):
         assert [r for r in mine if r["bench"] == "peers_summary"]
         png = tmp_path / f"sdot_peers_{prob}.png"
         assert png.exists() and png.stat().st_size < 200_000
+
+
+def test_kernel_bench_times_every_cpu_kernel(tmp_path):
+    out = tmp_path / "kernel.jsonl"
+    proc = subprocess.run([sys.executable, str(SCRIPT), "kernel", "--n", "300", "--d", "16", "--m", "512",
+                           "--repeats", "1", "--out", str(out)], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(out.read_text().splitlines()[-1])
+    assert rec["bench"] == "kernel" and rec["assign_s"] > 0 and rec["torch_top2_s"] > 0
+    from ae_ot.ot.fused import fused_available
+
+    if fused_available():
+        assert rec["fused_top1_s"] > 0 and rec["fused_top2_s"] > 0

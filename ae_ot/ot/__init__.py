@@ -1,4 +1,5 @@
-"""ae_ot.ot: optimal transport library (pure torch; never imports Lightning).
+"""ae_ot.ot: optimal transport library (torch, plus one optional C++ CPU kernel compiled on first
+use; never imports Lightning).
 
 Semi-discrete OT from the uniform measure on a box to a weighted point cloud:
 
@@ -9,7 +10,9 @@ Semi-discrete OT from the uniform measure on a box to a weighted point cloud:
 * :mod:`ae_ot.ot.methods`: the solver methods behind one step interface;
 * :mod:`ae_ot.ot.fitting`: the fit driver (evaluation schedule, stopping, checkpoints, verdict);
 * :mod:`ae_ot.ot.distributed`: targets sharded over ``torch.distributed`` ranks;
-* :mod:`ae_ot.ot.kernels`: tiled top-k of <x, y_i> + h_i (torch / KeOps);
+* :mod:`ae_ot.ot.kernels`: tiled top-k of <x, y_i> + h_i (torch / fused / KeOps);
+* :mod:`ae_ot.ot.fused`: the fused CPU kernel (C++ source beside it, built with the system
+  compiler on first use; without one, the torch kernel runs);
 * :mod:`ae_ot.ot.geometry2d`: exact 2-D power cells and their areas;
 * :mod:`ae_ot.ot.sources`: box samplers;
 * :mod:`ae_ot.ot.extension`: AE-OT's extended map; :mod:`ae_ot.ot.minibatch`: minibatch OT.
