@@ -19,8 +19,8 @@ echo "== 1/5 train AE-OT (autoencoder, then the semi-discrete OT solve)"
 # 2^23 samples, drawn until the time is up): its noise floor then sits at about a third of the error
 # it reports. The error falls about as fast with the solver's samples as the floor with the
 # evaluation's, so only an evaluation longer than the solve puts the floor well below the error
-# (docs/benchmarks.md). With 110 s a fresh clone took 9 min 37 s and 9 min 43 s on a slow day (10 min
-# 10 s with 135 s, before the faster toy2d, UMAP and MNIST loading).
+# (docs/benchmarks.md). With 110 s a fresh clone took 8 min 50 s (2026-12-02, fused CPU kernel; 9 min
+# 37 s and 9 min 43 s on a slow day with the torch kernel).
 $AEOT fit --config models/ae_ot.yaml --model.ot_time_limit=110 --model.ot_eval_share=0.6 \
     --model.ot_eval_samples=8388608 \
     --trainer.default_root_dir="$OUT" "$@"
