@@ -332,3 +332,26 @@ def test_time_limited_fit_counts_its_final_evaluation():
     # With an evaluation schedule the limit is solver time only, as before.
     scheduled = SemiDiscreteOT(y, seed=0).fit(time_limit=1.0, eval_times=[0.5], eval_samples=1 << 16, progress=False)
     assert scheduled.wall_time >= 1.0
+
+
+def test_unit_problem_built_block_by_block_equals_the_whole_formula():
+    # The construction converts ROW_CHUNK rows to float64 at a time (N = 10^6, d = 64 used to
+    # peak at 3.7 GB); with N > ROW_CHUNK every block must land in its rows, the last partial one too.
+    from ae_ot.ot.unit_problem import ROW_CHUNK
+
+    n = ROW_CHUNK + 4321
+    g = torch.Generator().manual_seed(0)
+    y = torch.rand(n, 3, generator=g) * torch.tensor([2.0, 1.0, 0.5]) + torch.tensor([-1.0, 0.0, 3.0])
+    low, high = torch.tensor([-1.0, 0.0, 3.0]), torch.tensor([1.0, 1.0, 3.5])
+    ot = SemiDiscreteOT(y, low=low, high=high, merge_duplicates=False)
+    yd, centre, half = y.double(), (low + high).double() / 2, (high - low).double() / 2
+    scaled = yd * half
+    mean = scaled.mean(0)
+    spread = (scaled - mean).norm(dim=1).max()
+    assert torch.allclose(ot.unit.targets.double(), (scaled - mean) / spread, atol=1e-6)
+    assert torch.allclose(ot.centre_dot_targets, yd @ centre, atol=1e-9)
+    nn = -0.5 * ((yd - centre) ** 2).sum(1) / spread
+    assert torch.allclose(ot.nearest_neighbour_heights(), nn - nn.mean(), atol=1e-9)
+    unit = -0.5 * (ot.unit.targets.double() ** 2).sum(1)
+    ot.unit.voronoi = None
+    assert torch.allclose(ot.unit.voronoi_heights(), unit - unit.mean(), atol=1e-9)
