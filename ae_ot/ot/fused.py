@@ -41,8 +41,11 @@ SOURCE = Path(__file__).with_name("fused_topk.cpp")
 #: compile flags tried in order (the first set that builds is used): -march=native is what makes
 #: the vector type AVX-512 (or AVX2 / NEON) code; plain -O3 is the fallback for compilers without it
 FLAG_SETS = (("-O3", "-march=native"), ("-O3",))
-#: samples per thread task: a multiple of the kernel's 16 lanes; small calls run on the caller's thread
+#: samples per thread task: at most this many, a multiple of the kernel's 16 lanes
 TASK_ROWS = 2048
+#: calls of fewer multiply-adds (M N d) run on the caller's thread: handing them to the pool costs
+#: more than it saves (~1 ms of work at this size)
+SERIAL_WORK = 1 << 22
 
 
 def _compiler() -> str | None:
@@ -164,10 +167,11 @@ def fused_topk(x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, k: int) -> tup
         return fn(x.data_ptr() + 4 * r0 * d, rows, d, y.data_ptr(), h.data_ptr(), n, k,
                   vals.data_ptr() + 4 * r0 * k, idxs.data_ptr() + 8 * r0 * k)
 
-    if threads == 1 or m <= TASK_ROWS:
+    if threads == 1 or m <= 16 or m * n * d < SERIAL_WORK:
         codes = [call(0, m)]
     else:
-        # More tasks than threads, so that a thread slowed by the VM does not hold the others up.
+        # Up to 4 tasks per thread, so that a thread slowed by the VM does not hold the others up
+        # (few samples against many targets still split: 2,048 samples x 1M targets is seconds).
         rows = max(16, min(TASK_ROWS, -(-m // (4 * threads)) // 16 * 16))
         codes = [f.result() for f in [_executor(threads).submit(call, r0, min(rows, m - r0)) for r0 in range(0, m, rows)]]
     if any(codes):
