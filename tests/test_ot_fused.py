@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from ae_ot.ot import SemiDiscreteOT, kernels
-from ae_ot.ot.fused import fused_available, fused_build_error
+from ae_ot.ot.fused import fused_available, fused_build_error, self_check
 
 pytestmark = pytest.mark.skipif(not fused_available(), reason=f"fused kernel unavailable: {fused_build_error()}")
 
@@ -107,3 +107,11 @@ def test_without_a_compiler_auto_falls_back_and_fused_says_why(tmp_path):
     env.pop("CXX", None)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_self_check_passes_the_kernel_and_catches_a_wrong_one():
+    # Run once when the library loads: a miscompiled kernel must not be used silently.
+    assert self_check(lambda x, y, h, k: kernels.topk_scores(x, y, h, k, "fused")) is None
+    assert "indices" in self_check(lambda x, y, h, k: kernels.topk_scores(x, y, 0 * h, k, "torch"))  # heights ignored
+    wrong_order = lambda x, y, h, k: tuple(t.flip(1) for t in kernels.topk_scores(x, y, h, k, "torch"))
+    assert "k=2" in self_check(wrong_order)

@@ -35,7 +35,7 @@ import torch
 from ae_ot.checks import UserInputError
 from ae_ot.io import cache_dir
 
-__all__ = ["fused_available", "fused_topk", "fused_build_error", "fused_applies", "SOURCE"]
+__all__ = ["fused_available", "fused_topk", "fused_build_error", "fused_applies", "self_check", "SOURCE"]
 
 SOURCE = Path(__file__).with_name("fused_topk.cpp")
 #: compile flags tried in order (the first set that builds is used): -march=native is what makes
@@ -115,7 +115,32 @@ def _library():
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,
                    ctypes.c_int64, ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p]
+    # A miscompiled kernel (a compiler's vectoriser bug, a wrong -march) would be silently wrong:
+    # check it once against float64 before any solve uses it.
+    failure = self_check(lambda x, y, h, k: _run(fn, x, y, h, k))
+    if failure:
+        return None, f"the compiled kernel failed its self-check ({failure})"
     return fn, None
+
+
+def self_check(topk) -> str | None:
+    """Compare ``topk(x, y, h, k) -> (values [M, k], indices [M, k])`` with a float64 reference on
+    small problems that cover the kernel's paths (d in registers and from memory, ragged sample and
+    target tails, k = 1 and 2). Returns what differs, or None."""
+    g = torch.Generator().manual_seed(0)
+    for d in (3, 16, 21):
+        x, y = torch.rand(50, d, generator=g) * 2 - 1, torch.randn(37, d, generator=g)
+        h = 0.3 * torch.randn(37, generator=g)
+        ref_values, ref_indices = (x.double() @ y.double().T + h.double()).topk(3, dim=1)
+        for k in (1, 2):
+            values, indices = topk(x, y, h, k)
+            # rows whose k best are separated by more than float32 noise have one right answer
+            clear = (ref_values[:, :k] - ref_values[:, 1:k + 1]).min(1).values > 1e-4
+            if not torch.equal(indices[clear], ref_indices[clear, :k]):
+                return f"d={d}, k={k}: wrong target indices"
+            if not torch.allclose(values.double(), ref_values[:, :k], atol=1e-4):
+                return f"d={d}, k={k}: wrong scores"
+    return None
 
 
 def fused_available() -> bool:
@@ -156,6 +181,11 @@ def fused_topk(x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, k: int) -> tup
     fn, why = _library()
     if fn is None:
         raise UserInputError(f"backend='fused' is not available: {why}. Use backend='torch' (or 'auto').")
+    return _run(fn, x, y, h, k)
+
+
+def _run(fn, x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Call the loaded kernel ``fn`` over blocks of samples on the thread pool."""
     x, y, h = x.contiguous(), y.contiguous(), h.contiguous()
     m, d = x.shape
     n = y.shape[0]
