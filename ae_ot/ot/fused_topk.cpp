@@ -1,7 +1,7 @@
 // Fused score + top-1 / top-2 kernel for the CPU: s_j(x) = h_j + <x, y_j>, best one or two j per x.
 //
 // Compiled on first use by ae_ot/ot/fused.py (g++ -O3 -march=native) and called through ctypes;
-// no Python or torch headers, so it builds in about a second. Why it exists: the tiled torch path
+// no Python or torch headers, so it builds in seconds. Why it exists: the tiled torch path
 // (ae_ot/ot/kernels.py) writes every score to a cache tile with a GEMM and reads it back for the
 // reduction, and its top-2 needs a second pass. Here the scores never leave the registers.
 //
