@@ -37,7 +37,7 @@ from ae_ot.ot import kernels
 from ae_ot.ot.distributed import ShardComm
 from ae_ot.ot.fitting import FitReport, run_fit
 from ae_ot.ot.sources import as_box, derive_seed, uniform_box
-from ae_ot.ot.unit_problem import UnitBoxProblem, row_slices
+from ae_ot.ot.unit_problem import UnitBoxProblem, per_row_float64, row_slices
 
 __all__ = ["SemiDiscreteOT", "FORMAT_VERSION", "PUBLIC_STREAM"]
 
@@ -191,11 +191,10 @@ class SemiDiscreteOT:
         spread = float(self.comm.allreduce(spread.reshape(1), "max")[0])
         self.target_spread = spread if spread > 0 else 1.0                      # sigma (1 when N = 1)
         unit_targets = torch.empty_like(targets)
-        self.centre_dot_targets = torch.empty(n_local, dtype=torch.float64, device=targets.device)
         for rows in row_slices(n_local):
-            y = targets[rows].double()
-            unit_targets[rows] = ((y * self.box_half_width - self.target_mean) / self.target_spread).to(targets.dtype)
-            self.centre_dot_targets[rows] = y @ self.box_centre                 # <c, y_i> [N_r]
+            scaled = targets[rows].double() * self.box_half_width
+            unit_targets[rows] = ((scaled - self.target_mean) / self.target_spread).to(targets.dtype)
+        self.centre_dot_targets = per_row_float64(targets, lambda y: y @ self.box_centre)  # <c, y_i> [N_r]
         self.unit = UnitBoxProblem(unit_targets, weights, self.comm, self.backend, self.tile_bytes,
                                    self.precision)
         self.unit.voronoi = self._choose_warm_start()
@@ -207,9 +206,7 @@ class SemiDiscreteOT:
         -|y_i - c|^2 / 2 + (terms without i) + (a multiple of the unit score): hhat_i =
         -|y_i - c|^2 / (2 sigma) gives these cells without cancellation far from 0.
         """
-        squared_distances = torch.empty(self.targets.shape[0], dtype=torch.float64, device=self.device)
-        for rows in row_slices(self.targets.shape[0]):
-            squared_distances[rows] = ((self.targets[rows].double() - self.box_centre) ** 2).sum(1)
+        squared_distances = per_row_float64(self.targets, lambda y: ((y - self.box_centre) ** 2).sum(1))
         return self.unit.center(-0.5 * squared_distances / self.target_spread)
 
     def _choose_warm_start(self) -> torch.Tensor | None:
@@ -234,10 +231,7 @@ class SemiDiscreteOT:
         """
         slack = 1e-6 * (self.high.double() - self.low.double())
         low, high = self.low.double() - slack, self.high.double() + slack
-        outside = torch.zeros(1, dtype=torch.float64, device=self.device)
-        for rows in row_slices(self.targets.shape[0]):
-            y = self.targets[rows].double()
-            outside += ((y < low) | (y > high)).any(1).sum()
+        outside = per_row_float64(self.targets, lambda y: ((y < low) | (y > high)).any(1)).sum().reshape(1)
         if int(self.comm.allreduce(outside)[0]) > 0:
             return None
         user = self.nearest_neighbour_heights()

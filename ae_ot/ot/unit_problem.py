@@ -30,7 +30,7 @@ from ae_ot.ot import kernels
 from ae_ot.ot.distributed import ShardComm, sharded_topk
 from ae_ot.ot.sources import sobol_box, uniform_box
 
-__all__ = ["UnitBoxProblem", "noise_floor", "row_slices", "ROW_CHUNK"]
+__all__ = ["UnitBoxProblem", "noise_floor", "row_slices", "per_row_float64", "ROW_CHUNK"]
 
 #: rows of targets converted to float64 at a time: per-target quantities are computed in float64,
 #: and converting all targets at once cost 2-3 float64 copies of them (N = 10^6, d = 64: 512 MB
@@ -41,6 +41,15 @@ ROW_CHUNK = 1 << 16
 def row_slices(num_rows: int, rows: int = ROW_CHUNK):
     """Consecutive slices of at most ``rows`` rows covering ``range(num_rows)``."""
     return [slice(start, min(start + rows, num_rows)) for start in range(0, num_rows, rows)]
+
+
+def per_row_float64(points: torch.Tensor, fn) -> torch.Tensor:
+    """``fn(block)`` [r] of each block of ``points`` [N, d] in float64, as one [N] float64 tensor,
+    without a float64 copy of all the points (:data:`ROW_CHUNK` rows at a time)."""
+    out = torch.empty(points.shape[0], dtype=torch.float64, device=points.device)
+    for rows in row_slices(points.shape[0]):
+        out[rows] = fn(points[rows].double())
+    return out
 
 
 def noise_floor(weights: torch.Tensor, num_samples: int) -> float:
@@ -150,10 +159,7 @@ class UnitBoxProblem:
         """
         if self.voronoi is not None:
             return self.voronoi.clone()
-        squared_norms = torch.empty(self.num_local, dtype=torch.float64, device=self.device)
-        for rows in row_slices(self.num_local):
-            squared_norms[rows] = (self.targets[rows].double() ** 2).sum(1)
-        return self.center(-0.5 * squared_norms)
+        return self.center(-0.5 * per_row_float64(self.targets, lambda y: (y ** 2).sum(1)))
 
     def chi_square(self, heights: torch.Tensor, u: torch.Tensor) -> float:
         """Unbiased Monte Carlo estimate of the chi-square divergence of the cell masses,
