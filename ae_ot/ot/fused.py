@@ -51,8 +51,9 @@ SERIAL_WORK = 1 << 22
 
 def _compiler() -> str | None:
     for name in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if name and shutil.which(name):
-            return shutil.which(name)
+        path = shutil.which(name) if name else None
+        if path:
+            return path
     return None
 
 
@@ -71,13 +72,13 @@ def _cpu_key() -> str:
 
 
 def _build(compiler: str) -> Path:
-    source = SOURCE.read_bytes()
-    version = subprocess.run([compiler, "--version"], capture_output=True, text=True).stdout
+    # What the binary depends on besides the flags: the source, the compiler and the CPU.
+    depends = SOURCE.read_bytes() + subprocess.run([compiler, "--version"], capture_output=True,
+                                                   text=True).stdout.encode() + _cpu_key().encode()
+    folder = cache_dir() / "kernels"
     errors = []
     for flags in FLAG_SETS:
-        key = hashlib.blake2b(source + version.encode() + " ".join(flags).encode() + _cpu_key().encode(),
-                              digest_size=10).hexdigest()
-        folder = cache_dir() / "kernels"
+        key = hashlib.blake2b(depends + " ".join(flags).encode(), digest_size=10).hexdigest()
         target = folder / f"fused_topk-{key}.so"
         if target.exists():
             return target
