@@ -17,6 +17,7 @@ Prints a markdown table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 
 import torch
@@ -53,22 +54,22 @@ def main():
     from ae_ot.evaluation import get_classifier
     model = load_generator(args.ckpt_path)
     classifier = get_classifier(progress=True)
-    train_codes = model.norm_shift + model.norm_scale * model.ot_targets
+    train_codes = model.sampler.target_codes()
     rows = {}
     for mode in ("extended", "none"):
-        model.hparams.extension = mode
+        model.sampler.settings = dataclasses.replace(model.sampler.settings, extension=mode)
         rows[mode] = sample_quality(model, classifier, train_codes, args.num_samples, args.seed)
-    model.hparams.extension = "extended"
+    model.sampler.settings = dataclasses.replace(model.sampler.settings, extension="extended")
     splits = load_mnist()
     keep = torch.randperm(splits.train_images.shape[0], generator=torch.Generator().manual_seed(args.seed))
     keep = keep[: args.num_codes]
     gaps = latent_gap_report(model, splits.train_images[keep], splits.train_labels[keep],
                              num_samples=args.num_samples, seed=args.seed, output=None, progress=False)
-    report = model.ot_report or {}
+    report = model.sampler.report or {}
     final = (report.get("history") or [{}])[-1]
     print(f"checkpoint {args.ckpt_path}; load {os.getloadavg()[0]:.2f}")
     nan = float("nan")
-    print(f"OT solve: N={model.ot_targets.shape[0]}, d={model.ot_targets.shape[1]}, {report.get('steps')} steps, "
+    print(f"OT solve: N={model.sampler.targets.shape[0]}, d={model.sampler.targets.shape[1]}, {report.get('steps')} steps, "
           f"{report.get('wall_time', nan):.1f} s, held-out mean rel. error {100 * final.get('mean_rel', nan):.2f}% "
           f"(noise floor {100 * final.get('noise_floor', nan):.2f}%, "
           f"corrected {100 * final.get('mean_rel_corrected', nan):.2f}%)")

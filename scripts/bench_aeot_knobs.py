@@ -31,6 +31,7 @@ there. The resolved options are saved beside it (``<out>.config.json``); a rerun
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -187,9 +188,8 @@ def solve_and_score(model, codes: torch.Tensor, num_targets: int | None, budget:
     """One (targets, budget) solve, its held-out error, and the sample quality of each band in ``radii``."""
     from ae_ot.evaluation.latent import nearest_neighbour_distances
 
-    model.hparams.num_targets = num_targets
-    model.hparams.ot_time_limit = budget
-    model.hparams.ot_tol = None
+    model.sampler.settings = dataclasses.replace(model.sampler.settings, num_targets=num_targets, time_limit=budget,
+                                                 tol=None)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         started = time.perf_counter()
@@ -198,7 +198,7 @@ def solve_and_score(model, codes: torch.Tensor, num_targets: int | None, budget:
         report = model.solve_ot(codes, progress=not a.no_progress, eval_samples=1 << 18)
         solve_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    errors = model.solver.errors(num_samples=a.eval_samples, seed=a.seed + 1)
+    errors = model.sampler.solver.errors(num_samples=a.eval_samples, seed=a.seed + 1)
     eval_seconds = time.perf_counter() - started
     solve = {
         "num_targets": report["num_targets"], "num_codes": report["num_codes"], "budget_s": budget,
@@ -209,10 +209,10 @@ def solve_and_score(model, codes: torch.Tensor, num_targets: int | None, budget:
         "warnings": sorted({str(w.message)[:200] for w in caught}),
     }
     rows = []
-    model_radius = model.hparams.radius
+    model_settings = model.sampler.settings
     try:
         for radius in radii:
-            model.hparams.radius = radius
+            model.sampler.settings = dataclasses.replace(model_settings, radius=radius)
             started = time.perf_counter()
             # As model.sample(n, seed) draws them (the same noise stream), kept as codes so that the
             # scored images and the copy count describe the same samples.
@@ -227,7 +227,7 @@ def solve_and_score(model, codes: torch.Tensor, num_targets: int | None, budget:
                          "copies_of_training_codes": (nearest < COPY_TOLERANCE).float().mean().item(),
                          **score(images, reference, a.seed)})
     finally:
-        model.hparams.radius = model_radius
+        model.sampler.settings = model_settings
     return rows
 
 

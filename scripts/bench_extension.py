@@ -10,6 +10,7 @@ confidence >= 0.9, the KL of the class histogram to uniform and the mean confide
 from __future__ import annotations
 
 import argparse
+import dataclasses
 
 
 def main():
@@ -27,15 +28,16 @@ def main():
 
     model = load_generator(args.ckpt_path)
     classifier = get_classifier(train_if_missing=True, progress=True)
-    train_codes = model.norm_shift + model.norm_scale * model.ot_targets
+    train_codes = model.sampler.target_codes()
     print("| angle (deg) | radius | copies | conf >= 0.9 | KL to uniform | mean conf |")
     print("|---|---|---|---|---|---|")
     for setting in args.settings.split(","):
         angle, radius = (float(v) for v in setting.split(":"))
         if angle == 0:
-            model.hparams.extension = "none"
+            model.sampler.settings = dataclasses.replace(model.sampler.settings, extension="none")
         else:
-            model.hparams.extension, model.hparams.angle_threshold, model.hparams.radius = "extended", angle, radius
+            model.sampler.settings = dataclasses.replace(model.sampler.settings, extension="extended",
+                                                         angle_threshold=angle, radius=radius)
         r = sample_quality(model, classifier, train_codes, args.num_samples, seed=1)
         print(f"| {angle:g} | {radius:g} | {100 * r['copies_of_training_codes']:.1f}% | {100 * r['confident_0.9']:.1f}% | "
               f"{r['kl_to_uniform']:.4f} | {r['mean_confidence']:.3f} |")

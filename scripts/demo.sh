@@ -21,8 +21,8 @@ echo "== 1/5 train AE-OT (autoencoder, then the semi-discrete OT solve)"
 # evaluation's, so only an evaluation longer than the solve puts the floor well below the error
 # (docs/benchmarks.md). With 110 s a fresh clone took 8 min 50 s (2026-12-02, fused CPU kernel; 9 min
 # 37 s and 9 min 43 s on a slow day with the torch kernel).
-$AEOT fit --config models/ae_ot.yaml --model.ot_time_limit=110 --model.ot_eval_share=0.6 \
-    --model.ot_eval_samples=8388608 \
+$AEOT fit --config models/ae_ot.yaml --model.init_args.ot.time_limit=110 --model.init_args.ot.eval_share=0.6 \
+    --model.init_args.ot.eval_samples=8388608 \
     --trainer.default_root_dir="$OUT" "$@"
 run=$(ls -td "$OUT"/lightning_logs/version_* | head -n 1)
 ckpt=$(ls -t "$run"/checkpoints/*.ckpt | head -n 1)
@@ -47,7 +47,7 @@ stamp toy2d
 .venv/bin/python - "$OUT" "$ckpt" <<'PY'
 import json, sys, torch
 out, ckpt = sys.argv[1], sys.argv[2]
-report = torch.load(ckpt, map_location="cpu", weights_only=False).get("ot_report") or {}
+report = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]["sampler._extra_state"]["report"] or {}
 final = (report.get("history") or [{}])[-1]
 lines = ["# AE-OT demo summary", "", f"checkpoint: `{ckpt}`", ""]
 lines.append(f"- OT solve: {report.get('steps')} steps, {report.get('samples')} samples, "

@@ -12,9 +12,9 @@ from ae_ot.commands import sample as sample_cmd
 from ae_ot.data import MNISTDataModule
 from ae_ot.evaluation.latent import gap_score, nearest_neighbour_distances
 from ae_ot.generators import AEOT
-from ae_ot.generators.ae_ot import OTSolutionMissingError
 from ae_ot.ot import SemiDiscreteOT
 from ae_ot.ot.extension import extended_map, normal_angles
+from ae_ot.ot.sampler import OTSolutionMissingError
 
 
 @pytest.fixture(scope="module")
@@ -22,7 +22,7 @@ def fitted(tmp_path_factory):
     """One epoch on 2,000 images, OT on 500 codes: the checkpoint of `fit` alone."""
     root = tmp_path_factory.mktemp("aeot")
     pl.seed_everything(0)
-    model = AEOT(latent_dim=8, num_targets=500, ot_time_limit=6.0, ot_max_steps=300)
+    model = AEOT(latent_dim=8, ot=dict(num_targets=500, time_limit=6.0, max_steps=300))
     trainer = pl.Trainer(max_epochs=1, default_root_dir=root, enable_progress_bar=False)
     trainer.fit(model, MNISTDataModule(subset=2000, batch_size=128))
     ckpt = trainer.checkpoint_callback.best_model_path
@@ -31,13 +31,13 @@ def fitted(tmp_path_factory):
 
 def test_fit_stores_the_solution_in_the_checkpoint(fitted):
     model, ckpt, _ = fitted
-    assert model.has_ot_solution and model.ot_targets.shape == (500, 8)
-    report = model.ot_report
+    assert model.has_ot_solution and model.sampler.targets.shape == (500, 8)
+    report = model.sampler.report
     assert report["steps"] > 0 and report["wall_time"] > 0
     restored = AEOT.load_from_checkpoint(ckpt, map_location="cpu")
-    assert torch.equal(restored.ot_heights, model.ot_heights)
-    assert torch.equal(restored.norm_scale, model.norm_scale)
-    assert restored.ot_report["steps"] == report["steps"]
+    assert torch.equal(restored.sampler.heights, model.sampler.heights)
+    assert torch.equal(restored.sampler.scale, model.sampler.scale)
+    assert restored.sampler.report["steps"] == report["steps"]
     # the same samples from the module in memory and from the reloaded checkpoint
     a, b = model.sample(16, seed=3), restored.sample(16, seed=3)
     assert a.shape == (16, 1, 28, 28) and 0 <= a.min() and a.max() <= 1
@@ -47,24 +47,24 @@ def test_fit_stores_the_solution_in_the_checkpoint(fitted):
 
 
 def test_ot_eval_samples_sets_the_final_evaluation():
-    """The final held-out evaluation uses ot_eval_samples (the demo's floor well below its error)."""
+    """The final held-out evaluation uses ot.eval_samples (the demo's floor well below its error)."""
     codes = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
     for samples in (12_345, None):
-        fresh = AEOT(latent_dim=8, ot_time_limit=None, ot_max_steps=15, ot_eval_samples=samples)
+        fresh = AEOT(latent_dim=8, ot=dict(time_limit=None, max_steps=15, eval_samples=samples))
         final = fresh.solve_ot(codes, progress=False)["history"][-1]
         assert final["eval_samples"] == (samples or 1 << 20)
         assert final["noise_floor"] == pytest.approx(math.sqrt(2 / math.pi * 300 / final["eval_samples"]), rel=0.01)
-    with pytest.raises(ValueError, match="ot_eval_samples must be a positive"):
-        AEOT(latent_dim=8, ot_eval_samples=0)
+    with pytest.raises(ValueError, match="eval_samples must be a positive"):
+        AEOT(latent_dim=8, ot=dict(eval_samples=0))
 
 
 def test_codes_are_normalised_into_the_box(fitted):
     model, _, _ = fitted
-    assert model.ot_targets.abs().max() <= 1.0 + 1e-5
+    assert model.sampler.targets.abs().max() <= 1.0 + 1e-5
     g = torch.Generator().manual_seed(0)
     plain = model.latent_samples(200, g, extension="none")
     # the plain map returns (un-normalised) training codes exactly
-    train_codes = model.norm_shift + model.norm_scale * model.ot_targets
+    train_codes = model.sampler.shift + model.sampler.scale * model.sampler.targets
     assert nearest_neighbour_distances(train_codes, plain).max() < 1e-4
 
 
@@ -97,13 +97,13 @@ def test_checkpoint_without_solution_gives_a_clear_error(fitted, tmp_path):
     _, ckpt, _ = fitted
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
     # as saved during training, before the OT solve: empty solution buffers
-    checkpoint["state_dict"]["ot_targets"] = torch.empty(0, 8)
-    checkpoint["state_dict"]["ot_heights"] = torch.empty(0)
+    checkpoint["state_dict"]["sampler.targets"] = torch.empty(0, 8)
+    checkpoint["state_dict"]["sampler.heights"] = torch.empty(0)
     unsolved = tmp_path / "unsolved.ckpt"
     torch.save(checkpoint, unsolved)
     with pytest.raises(OTSolutionMissingError, match="no OT solution"):
         sample_cmd.main(["--ckpt_path", str(unsolved), "--output", str(tmp_path / "s.png")])
-    for name in ("ot_targets", "ot_heights"):          # stripped altogether
+    for name in ("sampler.targets", "sampler.heights"):          # stripped altogether
         checkpoint["state_dict"].pop(name)
     torch.save(checkpoint, unsolved)
     with pytest.raises(OTSolutionMissingError, match="no OT solution"):
@@ -112,15 +112,21 @@ def test_checkpoint_without_solution_gives_a_clear_error(fitted, tmp_path):
 
 def test_resolve_from_autoencoder_checkpoint_without_retraining(fitted, tmp_path):
     model, ckpt, _ = fitted
-    again = AEOT(latent_dim=8, autoencoder_ckpt=ckpt, num_targets=300, ot_time_limit=2.0, ot_max_steps=50)
+    again = AEOT(latent_dim=8, autoencoder_ckpt=ckpt, ot=dict(num_targets=300, time_limit=2.0, max_steps=50))
     for name in ("encoder", "decoder"):
         for p, q in zip(getattr(again, name).parameters(), getattr(model, name).parameters()):
             assert torch.equal(p, q)
     trainer = pl.Trainer(max_epochs=0, default_root_dir=tmp_path, enable_progress_bar=False, logger=False)
     trainer.fit(again, MNISTDataModule(subset=2000, batch_size=128))
-    assert again.ot_targets.shape == (300, 8)
-    with pytest.raises(FileNotFoundError):
+    assert again.sampler.targets.shape == (300, 8)
+    with pytest.raises(ValueError, match="existing checkpoint file"):
         AEOT(autoencoder_ckpt=str(tmp_path / "nope.ckpt"))
+    # a generator without an autoencoder (a WGAN's weights) is refused, not silently left untrained
+    wgan = tmp_path / "wgan.ckpt"
+    torch.save({"state_dict": {"generator.net.0.weight": torch.zeros(2, 2), "critic.net.0.weight": torch.zeros(2)},
+                "hyper_parameters": {"_class_path": "ae_ot.generators.WGAN"}}, wgan)
+    with pytest.raises(ValueError, match="encoder and decoder weights"):
+        AEOT(latent_dim=8, autoencoder_ckpt=str(wgan))
 
 
 def _two_clusters(n=400, seed=0):
@@ -163,7 +169,7 @@ def test_extended_map_bad_arguments():
     with pytest.raises(ValueError, match="same"):
         extended_map(values, indices[:, :1], torch.zeros(1, 2), angle_threshold=0.1, radius=1.0)
     with pytest.raises(ValueError, match="angle_threshold"):
-        AEOT(angle_threshold=0)
+        AEOT(ot=dict(angle_threshold=0))
 
 
 def test_toy2d_command(tmp_path):

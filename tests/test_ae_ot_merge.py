@@ -1,15 +1,15 @@
 """AE-OT with duplicate codes: the stored targets are the solver's merged targets, so every cell
 index the solver returns reads the code it was solved for (issue 11, the duplicate-merge bug)."""
 
+import dataclasses
 import math
-import warnings
 
 import pytest
 import pytorch_lightning as pl
 import torch
 
 from ae_ot.generators import AEOT
-from ae_ot.generators.ae_ot import merge_duplicate_codes
+from ae_ot.ot.duplicates import merge_duplicates as merge_duplicate_codes
 
 D = 4
 
@@ -26,7 +26,7 @@ def _codes_with_duplicates():
 @pytest.fixture(scope="module")
 def solved():
     codes = _codes_with_duplicates()
-    model = AEOT(latent_dim=D, ot_time_limit=None, ot_max_steps=40, seed=1)
+    model = AEOT(latent_dim=D, ot=dict(time_limit=None, max_steps=40, seed=1))
     with pytest.warns(UserWarning, match="duplicate"):
         model.solve_ot(codes, progress=False)
     return model, codes
@@ -41,25 +41,25 @@ def test_stored_targets_are_the_solvers_merged_targets(solved):
     counts = {}
     for row in codes.tolist():
         counts[tuple(row)] = counts.get(tuple(row), 0) + 1
-    assert model.ot_targets.shape == (len(counts), D) and model.ot_heights.shape == (len(counts),)
-    assert torch.unique(model.ot_targets, dim=0).shape[0] == len(counts)          # no duplicate left
-    assert torch.equal(model.ot_targets, model.solver.targets)
-    assert torch.allclose(model.ot_weights.double(), model.solver.weights.double(), atol=1e-7)
+    assert model.sampler.targets.shape == (len(counts), D) and model.sampler.heights.shape == (len(counts),)
+    assert torch.unique(model.sampler.targets, dim=0).shape[0] == len(counts)          # no duplicate left
+    assert torch.equal(model.sampler.targets, model.sampler.solver.targets)
+    assert torch.allclose(model.sampler.weights.double(), model.sampler.solver.weights.double(), atol=1e-7)
     # every target's weight is its code's number of copies / N
-    originals = model.norm_shift + model.norm_scale * model.ot_targets
-    for target, weight in zip(originals, model.ot_weights):
+    originals = model.sampler.shift + model.sampler.scale * model.sampler.targets
+    for target, weight in zip(originals, model.sampler.weights):
         match = (codes - target).abs().amax(1) < 1e-5
         assert int(match.sum()) == counts[tuple(codes[match][0].tolist())]
         assert weight.item() == pytest.approx(int(match.sum()) / codes.shape[0], rel=1e-6)
-    assert model.ot_report["num_codes"] == 60 and model.ot_report["num_targets"] == len(counts)
+    assert model.sampler.report["num_codes"] == 60 and model.sampler.report["num_targets"] == len(counts)
 
 
 def test_plain_map_returns_the_training_code_of_the_cell(solved):
     model, codes = solved
     z = model.latent_samples(2000, torch.Generator().manual_seed(5), extension="none")
-    cells = model.solver.assign(_noise(2000, 5))
+    cells = model.sampler.solver.assign(_noise(2000, 5))
     # exactly the (un-normalised) target of the cell the solver assigns ...
-    assert torch.equal(z, model.norm_shift + model.norm_scale * model.ot_targets[cells])
+    assert torch.equal(z, model.sampler.shift + model.sampler.scale * model.sampler.targets[cells])
     # ... which is a training code, and different cells give different codes
     assert ((z[:, None, :] - codes[None]).abs().amax(-1).min(1).values < 1e-5).all()
     assert torch.unique(z, dim=0).shape[0] == torch.unique(cells).numel() > 10
@@ -68,11 +68,12 @@ def test_plain_map_returns_the_training_code_of_the_cell(solved):
 def test_extended_map_reads_the_same_targets(solved):
     model, _ = solved
     plain = model.latent_samples(2000, torch.Generator().manual_seed(6), extension="none")
-    model.hparams.radius = 0.0                        # the extended map without a band is the plain map
+    settings = model.sampler.settings
+    model.sampler.settings = dataclasses.replace(settings, radius=0.0)  # no band: the plain map
     try:
         assert torch.equal(model.latent_samples(2000, torch.Generator().manual_seed(6), extension="extended"), plain)
     finally:
-        model.hparams.radius = 0.8
+        model.sampler.settings = settings
     # with the band the extended map creates new codes
     extended = model.latent_samples(2000, torch.Generator().manual_seed(6), extension="extended")
     assert torch.isfinite(extended).all() and not torch.equal(extended, plain)
@@ -87,45 +88,30 @@ def test_checkpoint_round_trip_keeps_the_weights(solved, tmp_path):
     model, _ = solved
     _save(model, tmp_path / "m.ckpt", model.state_dict())
     restored = AEOT.load_from_checkpoint(tmp_path / "m.ckpt", map_location="cpu")
-    assert torch.equal(restored.ot_weights, model.ot_weights)
-    assert torch.equal(restored.solver.weights, model.solver.weights)
+    assert torch.equal(restored.sampler.weights, model.sampler.weights)
+    assert torch.equal(restored.sampler.solver.weights, model.sampler.solver.weights)
     for mode in ("none", "extended"):
         a = model.latent_samples(500, torch.Generator().manual_seed(7), extension=mode)
         b = restored.latent_samples(500, torch.Generator().manual_seed(7), extension=mode)
         assert torch.allclose(a, b, atol=1e-6)
 
 
-def test_checkpoint_with_unmerged_codes_is_migrated(solved, tmp_path):
-    """The format before the fix: the unmerged codes beside the merged heights, no ot_weights."""
-    model, codes = solved
-    state = {k: v.clone() for k, v in model.state_dict().items() if k != "ot_weights"}
-    state["ot_targets"] = (codes - model.norm_shift) / model.norm_scale
-    assert state["ot_targets"].shape[0] > state["ot_heights"].shape[0]
-    _save(model, tmp_path / "old.ckpt", state)
-    with pytest.warns(UserWarning, match="60 codes were merged into the 20 targets"):
-        restored = AEOT.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu")
-    assert torch.equal(restored.ot_targets, model.ot_targets)
-    expected = model.latent_samples(500, torch.Generator().manual_seed(8))
-    assert torch.allclose(restored.latent_samples(500, torch.Generator().manual_seed(8)), expected, atol=1e-6)
-    # heights that belong to no merge of the stored codes cannot be repaired: a clear error
-    state["ot_heights"] = state["ot_heights"][:-1]
+def test_checkpoint_of_an_older_layout_or_inconsistent_solution_is_refused_clearly(solved, tmp_path):
+    """An AE-OT checkpoint of the layout with ``ot_*`` hyperparameters and buffers gets one line
+    naming the re-solve command; heights that do not match the stored targets cannot sample."""
+    model, _ = solved
+    old_state = {k.replace("sampler.", "ot_"): v for k, v in model.state_dict().items()}
+    torch.save({"state_dict": old_state, "hyper_parameters": {"latent_dim": D, "ot_time_limit": 150.0},
+                "pytorch-lightning_version": pl.__version__}, tmp_path / "old.ckpt")
+    checkpoint = torch.load(tmp_path / "old.ckpt", weights_only=False)
+    with pytest.raises(ValueError, match="older layout.*autoencoder_ckpt="):
+        AEOT.check_checkpoint(checkpoint, tmp_path / "old.ckpt")
+    state = dict(model.state_dict())
+    state["sampler.heights"] = state["sampler.heights"][:-1].clone()
     _save(model, tmp_path / "broken.ckpt", state)
-    with pytest.raises(ValueError, match="cannot be used"):
-        AEOT.load_from_checkpoint(tmp_path / "broken.ckpt", map_location="cpu")
-
-
-def test_checkpoint_without_duplicates_and_without_weights_loads_uniform(tmp_path):
-    model = AEOT(latent_dim=D, ot_time_limit=None, ot_max_steps=20)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)          # no duplicate: no merge warning
-        model.solve_ot(torch.randn(50, D, generator=torch.Generator().manual_seed(0)), progress=False)
-    state = {k: v for k, v in model.state_dict().items() if k != "ot_weights"}
-    _save(model, tmp_path / "old.ckpt", state)
-    restored = AEOT.load_from_checkpoint(tmp_path / "old.ckpt", map_location="cpu")
-    assert restored.ot_weights.numel() == 0
-    assert torch.allclose(restored.solver.weights.double(), torch.full((50,), 1 / 50, dtype=torch.float64))
-    assert torch.equal(restored.latent_samples(100, torch.Generator().manual_seed(1), extension="none"),
-                       model.latent_samples(100, torch.Generator().manual_seed(1), extension="none"))
+    broken = AEOT.load_from_checkpoint(tmp_path / "broken.ckpt", map_location="cpu")
+    with pytest.raises(ValueError, match="inconsistent"):
+        broken.sample(4)
 
 
 def test_merge_duplicate_codes_rule():

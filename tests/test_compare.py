@@ -75,7 +75,7 @@ def tiny_configs(folder: Path) -> tuple[Path, Path]:
     """A config whose loss turns NaN at once (absurd learning rate), and a tiny AE-OT (1 s OT solve
     on 500 of the 1,000 training codes)."""
     nan = write_config(folder, "nan_lr", "autoencoder", **{"lr: 0.002": "lr: 1.0e+30", "loss: bce": "loss: mse"})
-    aeot = write_config(folder, "tiny_ae_ot", "ae_ot", **{"ot_time_limit: 150": "ot_time_limit: 1",
+    aeot = write_config(folder, "tiny_ae_ot", "ae_ot", **{"time_limit: 150": "time_limit: 1",
                                                          "num_targets: null": "num_targets: 500"})
     return nan, aeot
 
@@ -201,7 +201,7 @@ def test_checkpoint_marks_and_budget_arithmetic():
     assert compare.checkpoint_marks(20, 1, 1200) == []
     assert compare.post_fit_seconds(MODELS + "/wgan_gp.yaml") == 0.0
     assert compare.post_fit_seconds(MODELS + "/ae_ot.yaml") == 150.0 + compare._ENCODE_SECONDS
-    assert compare.post_fit_seconds(MODELS + "/ae_ot.yaml", ["--model.init_args.ot_time_limit=40"]) == \
+    assert compare.post_fit_seconds(MODELS + "/ae_ot.yaml", ["--model.init_args.ot.time_limit=40"]) == \
         40.0 + compare._ENCODE_SECONDS
 
 
@@ -211,8 +211,8 @@ def test_equal_budget_needs_a_finite_ot_time_limit(tmp_path):
     with pytest.raises(ValueError, match="leaves no training time"):
         compare.train_with_budget(MODELS + "/ae_ot.yaml", 2.0, tmp_path)
     infinite = tmp_path / "aeot_no_limit.yaml"
-    infinite.write_text("model:\n  class_path: ae_ot.generators.AEOT\n  init_args:\n    ot_time_limit: null\n")
-    with pytest.raises(ValueError, match="finite ot_time_limit"):
+    infinite.write_text("model:\n  class_path: ae_ot.generators.AEOT\n  init_args:\n    ot:\n      time_limit: null\n")
+    with pytest.raises(ValueError, match="finite ot.time_limit"):
         compare.post_fit_seconds(infinite)
 
 

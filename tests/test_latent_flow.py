@@ -161,7 +161,7 @@ def test_fit_trains_autoencoder_then_flow_and_stops(trained):
     assert int(model.flow_trained_steps) == 2 * math.ceil(1000 / 128)
     assert float(model.latent_stage_seconds) > 0
     # the normalisation makes the codes standard: the flow's source and target have one scale
-    codes = (model.encode_images(small_datamodule_images()) - model.flow_shift) / model.flow_scale
+    codes = (model.encode_dataset(small_datamodule_images()) - model.flow_shift) / model.flow_scale
     assert codes.mean(0).abs().max() < 1e-3 and (codes.std(0) - 1).abs().max() < 1e-3
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
     assert checkpoint["hyper_parameters"]["autoencoder_ckpt"] is None
@@ -266,7 +266,7 @@ def compare_setup(trained, tmp_path_factory):
 
     flow, flow_ckpt, _ = trained
     root = tmp_path_factory.mktemp("latent_compare")
-    aeot = AEOT(latent_dim=8, autoencoder_ckpt=flow_ckpt, num_targets=300, ot_time_limit=1.0, ot_max_steps=100)
+    aeot = AEOT(latent_dim=8, autoencoder_ckpt=flow_ckpt, ot=dict(num_targets=300, time_limit=1.0, max_steps=100))
     trainer = pl.Trainer(max_epochs=0, default_root_dir=root, enable_progress_bar=False, logger=False)
     trainer.fit(aeot, small_datamodule())
     aeot_ckpt = root / "aeot.ckpt"

@@ -134,9 +134,9 @@ STACKED_CONFIGS = {
     # model config -> (extra overrides that keep the run to seconds, class name). Each is trained
     # with the Stacked MNIST overlay models/stacked.yaml on top; AE-OT's tuned full config too.
     "ae_ot_stacked": (["--model.init_args.width=8", "--model.init_args.latent_dim=8",
-                       "--model.init_args.num_targets=200", "--model.init_args.ot_time_limit=2"], "AEOT"),
+                       "--model.init_args.ot.num_targets=200", "--model.init_args.ot.time_limit=2"], "AEOT"),
     "ae_ot": (["--model.init_args.width=8", "--model.init_args.latent_dim=8",
-               "--model.init_args.num_targets=200", "--model.init_args.ot_time_limit=2"], "AEOT"),
+               "--model.init_args.ot.num_targets=200", "--model.init_args.ot.time_limit=2"], "AEOT"),
     "wgan": (["--model.init_args.width=8", "--model.init_args.critic_width=8"], "WGAN"),
     "wgan_gp": (["--model.init_args.width=8", "--model.init_args.critic_width=8"], "WGANGP"),
     "sinkhorn": (["--model.init_args.width=8"], "SinkhornGenerator"),

@@ -13,14 +13,14 @@ Or train the zoo first with the same wall-clock budget per model, then evaluate:
 Each config is trained by ``ae-ot fit --config X --trainer.max_time=... --trainer.max_epochs=-1``
 in a subprocess (so every model gets the whole budget, whatever ``max_epochs`` its config sets),
 and its newest checkpoint is evaluated. AE-OT's OT stage, which runs after the trainer stops, is
-taken out of its training time (``ot_time_limit`` + 20 s of encoding), so its autoencoder and its
+taken out of its training time (``ot.time_limit`` + 20 s of encoding), so its autoencoder and its
 OT solve together get the same wall-clock as every other model.
 
 Quality against time: each fit also saves its model whenever its training wall-clock passes
 i * B / K (i = 1 .. K - 1, B = ``--budget_minutes``, K = ``--num_checkpoints``, default 5; see
 :class:`ae_ot.callbacks.WallClockCheckpoints`), and every one of these checkpoints is evaluated
 besides the final one. A point's time is the training seconds at its checkpoint, plus, for AE-OT,
-the seconds of an OT solve on the autoencoder of that moment (encoding + ``ot_time_limit``, as at
+the seconds of an OT solve on the autoencoder of that moment (encoding + ``ot.time_limit``, as at
 the end of its fit): AE-OT's first point comes later than the others'. ``quality_vs_time.png``
 draws FID (classifier features), coverage and KL to uniform against these seconds, one line per
 model. A fit whose loss turns NaN stops at once (:class:`ae_ot.callbacks.StopOnNonFiniteLoss`).
@@ -195,7 +195,7 @@ def check_arguments(args) -> list[TrainEntry]:
         train_seconds = args.budget_minutes * 60 - post_fit
         if train_seconds <= 0:
             raise UserInputError(f"budget_minutes={args.budget_minutes} leaves no training time for {config}: its OT "
-                                 f"stage alone takes up to {post_fit:.0f} s; raise --budget_minutes or lower ot_time_limit")
+                                 f"stage alone takes up to {post_fit:.0f} s; raise --budget_minutes or lower ot.time_limit")
         name = args.names[len(args.ckpt_paths) + i] if args.names is not None else Path(config).stem
         entries.append(TrainEntry(name, Path(config), out / "runs" / Path(config).stem, post_fit,
                                   checkpoint_marks(args.budget_minutes, args.num_checkpoints, train_seconds)))
@@ -296,7 +296,7 @@ def newest_checkpoint(folder: Path, exclude: Path | None = None) -> Path | None:
 
 
 # seconds reserved for what a model does after Lightning's loop: AE-OT encodes the training set
-# (~10 s on the CPU) and then solves OT for at most ot_time_limit seconds, its final held-out
+# (~10 s on the CPU) and then solves OT for at most ot.time_limit seconds, its final held-out
 # evaluation included (the solver stops early for it; before, that evaluation, ~40 s over 55,000
 # codes, came on top of the budget)
 _ENCODE_SECONDS = 20.0
@@ -304,7 +304,7 @@ _ENCODE_SECONDS = 20.0
 
 def post_fit_seconds(config: str | Path, fit_args: list[str] | None = None) -> float:
     """Wall-clock a config's model spends after training ends (0 for all but AE-OT): the AE-OT OT
-    stage's ``ot_time_limit`` (from the config, or a ``--model.init_args.ot_time_limit=`` override)
+    stage's ``ot.time_limit`` (from the config, or a ``--model.init_args.ot.time_limit=`` override)
     plus the encoding of the training set."""
     import yaml
 
@@ -312,13 +312,13 @@ def post_fit_seconds(config: str | Path, fit_args: list[str] | None = None) -> f
     model = cfg.get("model") or {}
     if not str(model.get("class_path", "")).endswith("AEOT"):
         return 0.0
-    limit = (model.get("init_args") or {}).get("ot_time_limit", 150.0)
+    limit = ((model.get("init_args") or {}).get("ot") or {}).get("time_limit", 150.0)
     for arg in fit_args or []:
-        for prefix in ("--model.init_args.ot_time_limit=", "--model.ot_time_limit="):
+        for prefix in ("--model.init_args.ot.time_limit=", "--model.ot.time_limit="):
             if arg.startswith(prefix):
                 limit = arg[len(prefix):]
     if limit in (None, "null", "None"):
-        raise UserInputError(f"{config}: an equal wall-clock budget needs a finite ot_time_limit for AE-OT")
+        raise UserInputError(f"{config}: an equal wall-clock budget needs a finite ot.time_limit for AE-OT")
     return float(limit) + _ENCODE_SECONDS
 
 
@@ -432,7 +432,7 @@ def train_with_budget(config: str | Path, budget_minutes: float, run_dir: Path, 
     train_minutes = budget_minutes - post_fit / 60
     if train_minutes <= 0:
         raise UserInputError(f"budget_minutes={budget_minutes} leaves no training time for {config}: its OT stage "
-                             f"alone takes up to {post_fit:.0f} s; raise --budget_minutes or lower ot_time_limit")
+                             f"alone takes up to {post_fit:.0f} s; raise --budget_minutes or lower ot.time_limit")
     cmd = fit_command(config, train_minutes, run_dir, marks or [], fit_args, keep_max_epochs)
     log_path = run_dir / "fit.log"
     started = time.perf_counter()
@@ -504,7 +504,7 @@ def _fit_device(run_dir: Path) -> str:
 def solve_ot_now(model, run_dir: Path, progress: bool) -> float:
     """Give an AE-OT model of a timed checkpoint its OT solution, as its fit does at the end
     (encode the training set, :meth:`~ae_ot.generators.AEOT.solve_ot` with the config's
-    ``ot_time_limit``); returns the seconds of encoding + solving."""
+    ``ot.time_limit``); returns the seconds of encoding + solving."""
     images = training_images(run_dir)
     model.to(_fit_device(run_dir))
     start = time.perf_counter()
@@ -544,7 +544,7 @@ def evaluate_point(point: dict, run_dir: Path, num_samples: int, seed: int, prog
         model = load_generator(run_dir / point["checkpoint"])
         if hasattr(model, "solve_ot"):       # AE-OT: its OT stage is part of its time
             if model.has_ot_solution:
-                report = model.ot_report or {}
+                report = model.sampler.report or {}
                 record["post_fit_seconds"] = report.get("encode_and_solve_seconds", 0.0)
             else:
                 record["post_fit_seconds"] = solve_ot_now(model, run_dir, progress)

@@ -263,7 +263,7 @@ def compare_latent_samplers(aeot, flows: dict, train_images: torch.Tensor, train
                 "aeot": lambda n, g: aeot.latent_samples(n, g)}
     for name, flow in flows.items():
         samplers[name] = (lambda f: (lambda n, g: f.latent_samples(n, g)))(flow)
-    report = aeot.ot_report or {}
+    report = aeot.sampler.report or {}
     train_seconds = {"naive": encode_seconds + fit_seconds,
                      "aeot": report.get("encode_and_solve_seconds", report.get("wall_time"))}
     for name, flow in flows.items():

@@ -6,14 +6,20 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
+from tqdm.auto import tqdm
 
 from ae_ot.checks import UserInputError
 from ae_ot.generators.base import GenerativeModel
 from ae_ot.io import read_checkpoint
 from ae_ot.nets import Decoder, Encoder
+from ae_ot.ot.distributed import gather_rows, shard_bounds
 
-__all__ = ["Autoencoder", "read_autoencoder_state", "gaussian_sampler", "gaussian_cholesky", "sample_gaussian"]
+__all__ = ["Autoencoder", "read_autoencoder_state", "gaussian_sampler", "gaussian_cholesky", "sample_gaussian",
+           "ENCODE_BATCH"]
 
+#: images per encoder call. Under DDP each process encodes whole batches of this size, the same
+#: batches a single process encodes, so the codes (and everything after them) are bitwise the same.
+ENCODE_BATCH = 512
 
 
 def read_autoencoder_state(path) -> tuple[dict, dict]:
@@ -93,6 +99,76 @@ class Autoencoder(GenerativeModel):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x))
+
+    @torch.no_grad()
+    def encode_dataset(self, images: torch.Tensor, batch_size: int = ENCODE_BATCH, progress: bool = False,
+                       distributed=False) -> torch.Tensor:
+        """Codes [n, d] of images [n, C, 28, 28] (eval mode, batched, on the module's device).
+
+        Parameters
+        ----------
+        images : tensor [n, C, 28, 28]
+        batch_size : int
+            Images per encoder call.
+        progress : bool
+            tqdm bar.
+        distributed : bool or ProcessGroup, default False
+            Collective over a ``torch.distributed`` group (True: the default group); every rank
+            passes the same ``images``. Each rank encodes a contiguous range of whole batches (the
+            batches one process would encode, so the codes are bitwise the same) and the codes are
+            gathered: every rank returns all n codes, in dataset order.
+        """
+        lo, hi, sizes, group = 0, images.shape[0], None, None
+        if distributed is not False:
+            import torch.distributed as dist
+
+            group = None if distributed is True else distributed
+            rank, world = dist.get_rank(group), dist.get_world_size(group)
+            num_batches = -(-images.shape[0] // batch_size)
+            bounds = [min(images.shape[0], batch_size * shard_bounds(num_batches, r, world)[0])
+                      for r in range(world)] + [images.shape[0]]
+            sizes = [bounds[r + 1] - bounds[r] for r in range(world)]
+            lo, hi = bounds[rank], bounds[rank + 1]
+        was_training = self.training
+        self.eval()
+        try:
+            codes = [torch.empty(0, self.latent_dim, device=self.device)]
+            for start in tqdm(range(lo, hi, batch_size), desc="encoding", disable=not progress, leave=False):
+                codes.append(self.encode(images[start:min(start + batch_size, hi)].to(self.device)).float())
+        finally:
+            self.train(was_training)
+        codes = torch.cat(codes)
+        return codes if sizes is None else gather_rows(codes, sizes, group)
+
+    def load_autoencoder_weights(self, path: str) -> None:
+        """Copy the encoder and decoder weights of the autoencoder checkpoint ``path`` (an
+        Autoencoder, AE-OT, latent-flow or AE-OT-GAN one) into this model.
+
+        Raises :class:`UserInputError` for a missing file, a checkpoint without encoder/decoder
+        weights (a WGAN's), or one of another architecture, naming the path and the fix.
+        """
+        try:
+            state, hparams = read_autoencoder_state(path)
+        except FileNotFoundError as err:
+            raise UserInputError(f"autoencoder_ckpt must be an existing checkpoint file, got {path!r} "
+                                 "(no such file)") from err
+        expected = [k for k in self.state_dict() if k.startswith(("encoder.", "decoder."))]
+        if not state:
+            raise UserInputError(f"autoencoder_ckpt must hold an autoencoder's encoder and decoder weights "
+                                 f"(encoder.*, decoder.*), got {path} with none (it holds a "
+                                 f"{hparams.get('_class_path', 'checkpoint without them')}); pass the checkpoint "
+                                 "of an Autoencoder or AE-OT run")
+        theirs = {k: hparams.get(k) for k in ("latent_dim", "width", "channels") if k in hparams}
+        ours = {"latent_dim": self.hparams.latent_dim, "width": self.hparams.width,
+                "channels": self.hparams.channels}
+        missing = sorted(set(expected) - set(state))
+        try:
+            if missing:
+                raise RuntimeError(f"missing keys {missing[:4]}")
+            self.load_state_dict(state, strict=False)
+        except RuntimeError as err:
+            raise UserInputError(f"autoencoder_ckpt must match this model's autoencoder ({ours}), got {path} "
+                                 f"with {theirs or 'another architecture'}: {str(err)[:300]}") from err
 
     def reconstruction_loss(self, x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         if self.loss_name == "bce":

@@ -39,7 +39,7 @@ from ae_ot.flow_matching import (
     conditional_flow_matching_loss,
     integrate,
 )
-from ae_ot.generators.autoencoder import Autoencoder, read_autoencoder_state
+from ae_ot.generators.autoencoder import Autoencoder
 
 __all__ = ["LatentFlowMatching", "FlowNotTrainedError", "DEFAULT_AUTOENCODER_EPOCHS"]
 
@@ -108,7 +108,7 @@ class LatentFlowMatching(Autoencoder):
             autoencoder_epochs = 0 if autoencoder_ckpt else DEFAULT_AUTOENCODER_EPOCHS
         self.autoencoder_epochs = autoencoder_epochs
         if autoencoder_ckpt:
-            self._load_autoencoder(autoencoder_ckpt)
+            self.load_autoencoder_weights(autoencoder_ckpt)
         self.velocity = VelocityField(latent_dim, hidden_dim, num_layers, time_embedding_dim)
         # the normalisation of the codes, c = (z - shift) / scale, fixed when the flow stage starts
         self.register_buffer("flow_shift", torch.zeros(latent_dim))
@@ -121,30 +121,6 @@ class LatentFlowMatching(Autoencoder):
         self._epoch_order: torch.Tensor | None = None   # this flow epoch's permutation of the codes
         self._seconds_before_epoch = 0.0
         self._epoch_started = 0.0
-
-    def _load_autoencoder(self, path: str) -> None:
-        try:
-            state, hparams = read_autoencoder_state(path)
-        except FileNotFoundError as err:
-            raise UserInputError(f"autoencoder_ckpt must be an existing checkpoint file, got {path!r} "
-                                 "(no such file)") from err
-        expected = [k for k in self.state_dict() if k.startswith(("encoder.", "decoder."))]
-        if not state:
-            raise UserInputError(f"autoencoder_ckpt must hold an autoencoder's encoder and decoder weights "
-                                 f"(encoder.*, decoder.*), got {path} with none (it holds a "
-                                 f"{hparams.get('_class_path', 'checkpoint without them')})")
-        hparams.setdefault("channels", hparams.get("in_channels", 1))  # "in_channels" before 2026-12
-        theirs = {k: hparams.get(k) for k in ("latent_dim", "width", "channels") if k in hparams}
-        ours = {"latent_dim": self.hparams.latent_dim, "width": self.hparams.width,
-                "channels": self.hparams.channels}
-        missing = sorted(set(expected) - set(state))
-        try:
-            if missing:
-                raise RuntimeError(f"missing keys {missing[:4]}")
-            self.load_state_dict(state, strict=False)
-        except RuntimeError as err:
-            raise UserInputError(f"autoencoder_ckpt must match this model's autoencoder ({ours}), got {path} "
-                                 f"with {theirs or 'another architecture'}: {str(err)[:300]}") from err
 
     # ---- the flow ---------------------------------------------------------------------------------
     @property
@@ -178,17 +154,6 @@ class LatentFlowMatching(Autoencoder):
     def generate(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return self.decode(self.latent_samples(n, generator))
 
-    @torch.no_grad()
-    def encode_images(self, images: torch.Tensor, batch_size: int = 2048) -> torch.Tensor:
-        """Codes [n, d] of images [n, C, 28, 28] (eval mode, batched, on the module's device)."""
-        was_training = self.encoder.training
-        self.encoder.eval()
-        try:
-            return torch.cat([self.encode(images[s:s + batch_size].to(self.device)).float()
-                              for s in range(0, images.shape[0], batch_size)])
-        finally:
-            self.encoder.train(was_training)
-
     # ---- Lightning hooks ----------------------------------------------------------------------------
     def in_flow_stage(self) -> bool:
         return self.current_epoch >= self.autoencoder_epochs
@@ -207,7 +172,7 @@ class LatentFlowMatching(Autoencoder):
             raise UserInputError("LatentFlowMatching needs a DataModule with a `train_set` (e.g. MNISTDataModule) "
                                  "to encode its training codes")
         started = time.perf_counter()
-        codes = self.encode_images(datamodule.train_set.images)
+        codes = self.encode_dataset(datamodule.train_set.images)
         if not self.flow_is_trained:      # a resumed run keeps the stored normalisation
             self.flow_shift = codes.mean(0)
             self.flow_scale = codes.std(0).clamp_min(1e-6)
@@ -217,7 +182,7 @@ class LatentFlowMatching(Autoencoder):
         self._train_codes = (codes - self.flow_shift) / self.flow_scale
         val_set = getattr(datamodule, "val_set", None)
         if val_set is not None and len(val_set) > 0:
-            self._val_codes = (self.encode_images(val_set.images) - self.flow_shift) / self.flow_scale
+            self._val_codes = (self.encode_dataset(val_set.images) - self.flow_shift) / self.flow_scale
         self.latent_stage_seconds += time.perf_counter() - started
 
     def on_train_epoch_start(self) -> None:

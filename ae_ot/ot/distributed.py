@@ -18,7 +18,27 @@ import torch
 from ae_ot.checks import UserInputError
 from ae_ot.ot.kernels import topk_scores
 
-__all__ = ["ShardComm", "sharded_topk"]
+__all__ = ["ShardComm", "sharded_topk", "shard_bounds", "gather_rows"]
+
+
+def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
+    """Rows ``[lo, hi)`` of rank ``rank`` when ``n`` rows are split over ``world`` ranks:
+    contiguous ranges in rank order, sizes differing by at most one."""
+    return n * rank // world, n * (rank + 1) // world
+
+
+def gather_rows(local: torch.Tensor, sizes: list[int], group=None) -> torch.Tensor:
+    """Concatenation in rank order of every rank's ``local`` [sizes[r], ...] (a collective).
+
+    ``all_gather`` needs equal shapes, so each shard is padded to the longest and trimmed after.
+    """
+    import torch.distributed as dist
+
+    padded = local.new_zeros((max(sizes), *local.shape[1:]))
+    padded[: local.shape[0]] = local
+    parts = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded.contiguous(), group=group)
+    return torch.cat([part[:size] for part, size in zip(parts, sizes)])
 
 
 class ShardComm:

@@ -1,0 +1,62 @@
+"""AE-OT-GAN: a small run keeps every class, its checkpoint resumes the GAN stage without solving
+OT again, and bad settings are refused."""
+
+import pytest
+import pytorch_lightning as pl
+import torch
+
+from ae_ot.data import MNISTDataModule
+from ae_ot.evaluation import evaluate_samples
+from ae_ot.generators import AEOTGAN
+
+pytestmark = pytest.mark.cli   # trains a model (deselected by the fast tier)
+
+
+def _trainer(root, max_epochs):
+    return pl.Trainer(max_epochs=max_epochs, default_root_dir=root, enable_progress_bar=False, logger=False,
+                      limit_val_batches=2)
+
+
+@pytest.fixture(scope="module")
+def gan_run(tmp_path_factory):
+    """3 autoencoder epochs then 1 GAN epoch on 3,000 images, OT on their codes."""
+    root = tmp_path_factory.mktemp("aeot_gan")
+    pl.seed_everything(0)
+    model = AEOTGAN(latent_dim=8, autoencoder_epochs=3, ot=dict(time_limit=None, max_steps=40), grid_every_n_epochs=0)
+    data = MNISTDataModule(subset=3000, batch_size=128)
+    trainer = _trainer(root, 4)
+    trainer.fit(model, data)
+    return model, trainer.checkpoint_callback.best_model_path, data, root
+
+
+def test_small_run_keeps_all_ten_classes(gan_run, quick_classifier):
+    model, _, _, _ = gan_run
+    assert model.sampler.solved and int(model.gan_steps) > 0
+    images = model.sample(2000, seed=0)
+    metrics = evaluate_samples(images, classifier=quick_classifier, seed=0)
+    assert metrics["modes_covered"] == 10, metrics
+    assert metrics["kl_to_uniform"] < 0.1, metrics
+
+
+def test_checkpoint_resumes_the_gan_stage_without_solving_again(gan_run, tmp_path):
+    model, ckpt, data, _ = gan_run
+    stored = torch.load(ckpt, map_location="cpu", weights_only=False)
+    steps_before = int(stored["state_dict"]["gan_steps"])
+    heights = stored["state_dict"]["sampler.heights"].clone()
+    assert steps_before > 0 and heights.numel() > 0
+    resumed = AEOTGAN.load_from_checkpoint(ckpt, map_location="cpu")
+    assert resumed.autoencoder_epochs == 3 and torch.equal(resumed.sampler.heights, heights)
+    assert torch.allclose(resumed.sample(8, seed=1), model.sample(8, seed=1), atol=1e-6)
+    trainer = _trainer(tmp_path, 5)
+    trainer.fit(resumed, data, ckpt_path=ckpt)
+    assert int(resumed.gan_steps) > steps_before                     # the GAN went on
+    assert torch.equal(resumed.sampler.heights, heights)             # ... on the same OT solution
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="gan_loss"):
+        AEOTGAN(gan_loss="hinge")
+    with pytest.raises(ValueError, match="content_weight"):
+        AEOTGAN(content_weight=-1)
+    with pytest.raises(ValueError, match="autoencoder_epochs"):
+        AEOTGAN(autoencoder_epochs=-2)
