@@ -24,7 +24,8 @@ import sys
 from ae_ot.checks import UserInputError
 from ae_ot.commands.parsing import concise_parser_message
 
-__all__ = ["main", "user_error_cause", "EXTRA_COMMANDS", "LIGHTNING_COMMANDS", "USER_ERRORS", "lightning_cli_class"]
+__all__ = ["main", "check_resume", "user_error_cause", "EXTRA_COMMANDS", "LIGHTNING_COMMANDS", "USER_ERRORS",
+           "lightning_cli_class"]
 
 #: sub-commands that are not Lightning trainer entry points: name -> "module:function"
 EXTRA_COMMANDS = {
@@ -81,7 +82,77 @@ def lightning_cli_class():
         def add_arguments_to_parser(self, parser) -> None:
             parser.set_defaults({"data": {"class_path": "ae_ot.data.MNISTDataModule"}})
 
+        def _parse_ckpt_path(self) -> None:
+            # Lightning's own rule puts the checkpoint's hyperparameters over the command line and
+            # the config (a resume silently ran with the stored values, or trained the stored
+            # class): ae-ot checks the checkpoint against the config instead (check_resume).
+            subcommand = self.config.get("subcommand")
+            ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+            if ckpt_path:
+                model = self.config[subcommand].get("model")
+                check_resume(ckpt_path, model.as_dict() if hasattr(model, "as_dict") else dict(model or {}))
+
     return AEOTLightningCLI
+
+
+#: hyperparameters that shape the networks' weights: a resume that changes one cannot load them
+ARCHITECTURE_KEYS = ("latent_dim", "width", "channels", "critic_width", "net", "data_dim", "batch_norm", "hidden_dim",
+                     "num_layers", "time_embedding_dim")
+#: hyperparameters a checkpoint stores differently from the config that wrote it, by design
+RESUME_IGNORED_KEYS = ("autoencoder_ckpt", "autoencoder_epochs", "_instantiator")
+
+
+def _flatten(tree: dict, prefix: str = "") -> dict:
+    flat = {}
+    for key, value in (tree or {}).items():
+        if isinstance(value, dict):
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def _resolve_class(class_path: str):
+    """The class a dotted path names (``ae_ot.generators.AEOT`` and ``ae_ot.generators.ae_ot.AEOT``
+    alike), or the path itself when it does not import."""
+    module_name, _, name = class_path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module_name or "ae_ot.generators"), name)
+    except (ImportError, AttributeError):
+        return class_path
+
+
+def check_resume(ckpt_path, model_config: dict) -> dict:
+    """Check a ``--ckpt_path`` resume against the model the config and command line build.
+
+    The checkpoint must hold the same generator class, with the same network shapes
+    (:data:`ARCHITECTURE_KEYS`), else :class:`UserInputError` names what differs and the fix. Other
+    settings that differ (an OT time limit, a learning rate) apply as given on the command line and
+    in the config, and one line on stderr lists them. Returns ``{setting: (checkpoint's, applied)}``.
+    """
+    from ae_ot.io import read_checkpoint
+
+    checkpoint = read_checkpoint(ckpt_path)
+    stored = dict(checkpoint.get("hyper_parameters") or {})
+    theirs_class = stored.pop("_class_path", None) or checkpoint.get("generator_class_path")
+    ours_class = model_config.get("class_path")
+    if theirs_class and ours_class and _resolve_class(theirs_class) is not _resolve_class(ours_class):
+        raise UserInputError(f"--ckpt_path {ckpt_path} was written by {theirs_class.rpartition('.')[2]}, but the config "
+                             f"trains {ours_class.rpartition('.')[2]}; resume with the config of the run that wrote it "
+                             "(its config.yaml), or leave --ckpt_path out")
+    ours, theirs = _flatten(model_config.get("init_args") or {}), _flatten(stored)
+    differ = {key: (theirs[key], value) for key, value in ours.items()
+              if key in theirs and theirs[key] != value and key.split(".")[0] not in RESUME_IGNORED_KEYS}
+    shapes = [key for key in differ if key.rpartition(".")[2] in ARCHITECTURE_KEYS]
+    if shapes:
+        raise UserInputError(f"--ckpt_path {ckpt_path} holds networks of another shape: "
+                             + ", ".join(f"{key} {differ[key][0]!r} there, {differ[key][1]!r} here" for key in shapes)
+                             + "; resume with the config of the run that wrote it, or leave --ckpt_path out")
+    if differ:
+        print(f"ae-ot: resuming from {ckpt_path} with settings of the config / command line that differ from the "
+              "checkpoint's (they apply): " + ", ".join(f"{key}: {a!r} -> {b!r}" for key, (a, b) in differ.items()),
+              file=sys.stderr)
+    return differ
 
 
 def _usage() -> str:

@@ -195,3 +195,31 @@ def test_umap_command_writes_figure_and_scores(fitted, tmp_path):
     assert result["gap_score_ot"] < 0.5 * result["gap_score_naive"], result
     saved = json.loads(out.with_suffix(".json").read_text())
     assert saved["gap_score_ot"] == result["gap_score_ot"] and saved["gap_score_naive"] == result["gap_score_naive"]
+
+
+def test_resume_writes_only_into_its_own_run_and_checks_the_checkpoint(fitted, tmp_path):
+    """A fit resumed from another run's checkpoint leaves that file and that run untouched and
+    writes its solved checkpoint into its own folder; the resume is checked against the config."""
+    import shutil
+
+    from ae_ot.cli import check_resume
+
+    _, ckpt, _ = fitted
+    precious = tmp_path / "precious" / "solved.ckpt"
+    precious.parent.mkdir()
+    shutil.copy(ckpt, precious)
+    before = {path: open(path, "rb").read() for path in (ckpt, precious)}
+    model = AEOT(latent_dim=8, ot=dict(num_targets=300, time_limit=None, max_steps=20))
+    trainer = pl.Trainer(max_epochs=1, default_root_dir=tmp_path / "r_prec", enable_progress_bar=False, logger=False)
+    trainer.fit(model, MNISTDataModule(subset=2000, batch_size=128), ckpt_path=str(precious))
+    for path, data in before.items():
+        assert open(path, "rb").read() == data, f"{path} was rewritten"
+    written = list((tmp_path / "r_prec").rglob("*.ckpt"))
+    assert len(written) == 1 and AEOT.load_from_checkpoint(written[0]).has_ot_solution
+    # the checkpoint against the config: another class or another shape is refused, other settings apply
+    config = {"class_path": "ae_ot.generators.AEOT", "init_args": {"latent_dim": 8, "ot": {"time_limit": 5.0}}}
+    assert check_resume(ckpt, config)["ot.time_limit"] == (6.0, 5.0)
+    with pytest.raises(ValueError, match="written by AEOT, but the config trains WGAN"):
+        check_resume(ckpt, {"class_path": "ae_ot.generators.WGAN", "init_args": {}})
+    with pytest.raises(ValueError, match="latent_dim 8 there, 16 here"):
+        check_resume(ckpt, {"class_path": "ae_ot.generators.AEOT", "init_args": {"latent_dim": 16}})

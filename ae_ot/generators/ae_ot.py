@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from pathlib import Path
 from typing import Literal
 
 import torch
@@ -132,23 +133,32 @@ class AEOT(Autoencoder):
         return report
 
     def _write_solution_into_checkpoints(self, trainer) -> None:
-        """Rewrite this fit's checkpoints with the OT solution, so a checkpoint alone can sample.
+        """Rewrite this run's checkpoints with the OT solution, so a checkpoint alone can sample.
 
-        ``trainer.save_checkpoint`` is collective (the strategy writes on rank 0, then all ranks
-        meet in a barrier), so every rank calls it for the same paths: rank 0's list.
+        Only files inside this run's checkpoint folder are written: a run resumed from another
+        run's checkpoint (``--ckpt_path``) inherits that run's ``best_model_path``, and rewriting it
+        would overwrite the other run's (or the input) file. ``trainer.save_checkpoint`` is
+        collective (rank 0 writes, then all ranks meet in a barrier), so every rank calls it for
+        the same paths: rank 0's list.
         """
         callback = trainer.checkpoint_callback
-        if callback is None:
+        if callback is None or not getattr(callback, "dirpath", None):
             return
-        paths = sorted({p for p in (getattr(callback, "best_model_path", ""),
-                                    getattr(callback, "last_model_path", "")) if p})
+        folder = Path(callback.dirpath).resolve()
+        resumed = Path(trainer.ckpt_path).resolve() if trainer.ckpt_path else None
+        paths = sorted({p for p in (getattr(callback, "best_model_path", ""), getattr(callback, "last_model_path", ""))
+                        if p and Path(p).resolve().parent == folder and Path(p).resolve() != resumed})
         paths = trainer.strategy.broadcast(paths, src=0)
-        if not paths and getattr(callback, "dirpath", None):
-            # Nothing was written during fit (`--trainer.max_epochs=0`, a re-solve from
-            # `autoencoder_ckpt`): write one checkpoint, or the solution would be lost.
+        if not paths:
+            # Nothing of this run's own was written (`--trainer.max_epochs=0`, a re-solve from
+            # `autoencoder_ckpt`, a resume that trained no further epoch): write one checkpoint
+            # here, or the solution would be lost.
             metrics = {"epoch": torch.tensor(trainer.current_epoch), "step": torch.tensor(trainer.global_step)}
-            paths = [callback.format_checkpoint_name(metrics)]
-            callback.best_model_path = paths[0]
+            path = callback.format_checkpoint_name(metrics)
+            if resumed is not None and Path(path).resolve() == resumed:   # never the file resumed from
+                path = str(Path(path).with_name(Path(path).stem + "-solved.ckpt"))
+            paths = [path]
+            callback.best_model_path = path
         for path in paths:
             trainer.save_checkpoint(path)
 

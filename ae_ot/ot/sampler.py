@@ -71,7 +71,9 @@ class LatentOTSettings:
     eval_samples : int or None
         Most held-out samples of the final evaluation (None: the solver's default, 2^20).
     eval_share : float
-        The largest fraction of ``time_limit`` the final evaluation may take.
+        The largest fraction of ``time_limit`` the final evaluation may take: it draws samples
+        until that share is spent (at most ``eval_samples``). Its headline error is the RMS relative
+        cell error ``rms_rel_corrected``, unbiased at any sample count, with its standard error.
     backend : str
         Score kernel (:func:`ae_ot.ot.kernels.resolve_backend`).
     num_targets : int or None
@@ -96,7 +98,7 @@ class LatentOTSettings:
     tol: float | None = None
     batch_size: int | None = None
     eval_samples: int | None = None
-    eval_share: float = 0.5
+    eval_share: float = 0.2
     backend: str = "auto"
     num_targets: int | None = None
     extension: Literal["extended", "none"] = "extended"
