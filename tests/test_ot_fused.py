@@ -8,8 +8,9 @@ import sys
 import pytest
 import torch
 
+from ae_ot.checks import UserInputError
 from ae_ot.ot import SemiDiscreteOT, kernels
-from ae_ot.ot.fused import fused_available, fused_build_error, self_check
+from ae_ot.ot.fused import fused_available, fused_build_error, fused_topk, self_check
 
 pytestmark = pytest.mark.skipif(not fused_available(), reason=f"fused kernel unavailable: {fused_build_error()}")
 
@@ -81,20 +82,30 @@ def test_solver_fits_alike_on_both_kernels():
     for backend in ("fused", "torch"):
         ot = SemiDiscreteOT(y, backend=backend, seed=0)
         assert ot.backend == backend
-        ot.fit(max_steps=60, batch_size=4096, tol=None, progress=False)
+        report = ot.fit(max_steps=60, batch_size=4096, tol=None, progress=False)
+        assert report.kernel == backend
         errs[backend] = ot.errors(num_samples=1 << 18)["mean_rel"]
     assert abs(errs["fused"] - errs["torch"]) < 0.02, errs
 
 
+@pytest.mark.cli
 def test_without_a_compiler_auto_falls_back_and_fused_says_why(tmp_path):
     code = (
+        "import warnings\n"
         "import torch\n"
-        "from ae_ot.ot import kernels\n"
+        "from ae_ot.ot import SemiDiscreteOT, kernels\n"
         "from ae_ot.ot.fused import fused_available, fused_build_error\n"
         "from ae_ot.checks import UserInputError\n"
         "assert not fused_available()\n"
         "assert 'compiler' in fused_build_error()\n"
-        "assert kernels.resolve_backend('auto', torch.device('cpu'), 16) == 'torch'\n"
+        "with warnings.catch_warnings(record=True) as caught:\n"
+        "    warnings.simplefilter('always')\n"
+        "    assert kernels.resolve_backend('auto', torch.device('cpu'), 16) == 'torch'\n"
+        "    ot = SemiDiscreteOT(torch.rand(20, 3), seed=0)\n"
+        "    report = ot.fit(max_steps=2, batch_size=1024, tol=None, progress=False, eval_samples=4096)\n"
+        "fallbacks = [w for w in caught if issubclass(w.category, kernels.KernelFallbackWarning)]\n"
+        "assert len(fallbacks) == 1 and 'compiler' in str(fallbacks[0].message), [str(w.message) for w in caught]\n"
+        "assert report.kernel == 'torch', report.kernel\n"
         "x = torch.rand(10, 3)\n"
         "try:\n"
         "    kernels.topk_scores(x, x, torch.zeros(10), 1, 'fused')\n"
@@ -107,6 +118,40 @@ def test_without_a_compiler_auto_falls_back_and_fused_says_why(tmp_path):
     env.pop("CXX", None)
     proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_fused_topk_refuses_inputs_outside_its_contract():
+    x, y, h = _problem(40, 9, 5, seed=6)
+    bad = [
+        ((x.double(), y, h, 1), "x must be float32"),
+        ((x, y.half(), h, 1), "y must be float32"),
+        ((x, y, h.double(), 1), "h must be float32"),
+        ((x[0], y, h, 1), r"x must be \[M, d\]"),
+        ((x, y[:, :4], h, 1), "same d"),
+        ((x, y, h[:8], 1), r"h must be \[N\] = \[9\]"),
+        ((x, y, h[:, None], 1), r"h must be \[N\]"),
+        ((x, y, h, 3), "k must be 1 or 2, got 3"),
+        ((x, y, h, 0), "k must be 1 or 2, got 0"),
+        ((x, y[:1], h[:1], 2), "k=2 exceeds the number of targets N=1"),
+        ((x.numpy(), y, h, 1), "x must be a torch.Tensor"),
+        ((x.to("meta"), y, h, 1), "x must be on the CPU"),  # a non-CPU device that needs no GPU
+    ]
+    for args, message in bad:
+        with pytest.raises(UserInputError, match=message):
+            fused_topk(*args)
+
+
+def test_fused_topk_takes_non_contiguous_inputs():
+    x, y, h = _problem(300, 40, 7, seed=7)
+    want = fused_topk(x, y, h, 2)
+    xt = x.T.contiguous().T  # column-major [M, d]
+    ys = torch.stack([y, torch.zeros_like(y)], dim=1)[:, 0]  # row stride 2 d
+    hs = torch.stack([h, h + 1], dim=1)[:, 0]  # stride 2
+    assert not (xt.is_contiguous() or ys.is_contiguous() or hs.is_contiguous())
+    got = fused_topk(xt, ys, hs, 2)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    empty = fused_topk(x[:0], y, h, 1)
+    assert empty[0].shape == (0, 1) and empty[1].dtype == torch.long
 
 
 def test_self_check_passes_the_kernel_and_catches_a_wrong_one():
