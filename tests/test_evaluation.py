@@ -95,6 +95,23 @@ def test_precision_recall_density_coverage_synthetic():
     assert precision_recall(real, far)[0] == 0.0 and density_coverage(real, far) == (0.0, 0.0)
 
 
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_knn_metrics_agree_with_the_prdc_reference_implementation(k):
+    # prdc (Naeem et al.'s code) computes all four with one k: call ours with the same k. Random
+    # continuous features: no distance sits on a ball's boundary, where '<' (prdc) and '<=' (ours) differ.
+    prdc = pytest.importorskip("prdc")
+    g = torch.Generator().manual_seed(k)
+    real = torch.randn(400, 6, generator=g)
+    fake = 1.2 * torch.randn(300, 6, generator=g) + 0.4  # shifted and wider, so no metric is 0 or 1
+    want = prdc.compute_prdc(real.numpy().astype(np.float64), fake.numpy().astype(np.float64), nearest_k=k)
+    precision, recall = precision_recall(real, fake, k=k)
+    density, coverage = density_coverage(real, fake, k=k)
+    got = {"precision": precision, "recall": recall, "density": density, "coverage": coverage}
+    assert 0 < want["precision"] < 1 and 0 < want["recall"] < 1 and 0 < want["coverage"] < 1
+    for name, value in got.items():
+        assert abs(value - float(want[name])) <= 1e-6, (name, value, float(want[name]))
+
+
 def test_knn_metrics_need_more_than_k_samples():
     x = torch.randn(5, 3)
     with pytest.raises(ValueError, match="k \\+ 1 = 6"):
