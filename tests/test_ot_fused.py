@@ -7,6 +7,8 @@ import sys
 
 import pytest
 import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from ae_ot.checks import UserInputError
 from ae_ot.ot import SemiDiscreteOT, kernels
@@ -46,6 +48,56 @@ def test_fused_ties_keep_the_lowest_index_and_a_zero_gap():
     v2, i2 = kernels.topk_scores(x, y, h, 2, "fused")
     assert torch.equal(i2[:, 0], i1[:, 0]) and torch.equal(i2[:, 1], i1[:, 0] + 40)
     assert torch.equal(v2[:, 0], v2[:, 1])  # gap 0 between tied copies
+
+
+@st.composite
+def _scoring_problems(draw):
+    """(x [M, d], y [N, d], h [N], k, exact): random shapes over the kernel's paths (d <= 16 in
+    registers, d > 16 from memory; M and N off the 16-lane and 4-target steps). ``exact``: small
+    integers, so every score is an exact float32 integer in any summation order, with planted ties
+    (duplicate targets with equal heights; zero targets with one height above every other score)."""
+    m, n, d = draw(st.integers(1, 70)), draw(st.integers(1, 45)), draw(st.integers(1, 40))
+    k = draw(st.integers(1, min(2, n)))
+    exact = draw(st.booleans())
+    g = torch.Generator().manual_seed(draw(st.integers(0, 2 ** 31 - 1)))
+    if not exact:
+        x, y = torch.rand(m, d, generator=g) * 2 - 1, torch.randn(n, d, generator=g)
+        return x, y, 0.3 * torch.randn(n, generator=g), k, False
+    x = torch.randint(-3, 4, (m, d), generator=g).float()
+    y = torch.randint(-2, 3, (n, d), generator=g).float()
+    h = torch.randint(-4, 5, (n,), generator=g).float()
+    for _ in range(draw(st.integers(0, n))):  # duplicates: target j copies target i, height included
+        i, j = draw(st.integers(0, n - 1)), draw(st.integers(0, n - 1))
+        y[j], h[j] = y[i], h[i]
+    zeros = draw(st.lists(st.integers(0, n - 1), max_size=4))
+    # zero targets of one height 6 d + 5 > |<x, y>| + |h| of any other: they tie, and win, everywhere
+    y[zeros], h[zeros] = 0.0, float(6 * d + 5)
+    return x, y, h, k, True
+
+
+@settings(max_examples=40, deadline=None, database=None, suppress_health_check=[HealthCheck.too_slow])
+@given(_scoring_problems())
+def test_fused_and_torch_kernels_agree_on_random_problems_and_planted_ties(problem):
+    x, y, h, k, exact = problem
+    vf, i_f = kernels.topk_scores(x, y, h, k, "fused")
+    vt, it = kernels.topk_scores(x, y, h, k, "torch")
+    scores = x.double() @ y.double().T + h.double()
+    ref_values, _ = scores.topk(k, dim=1)
+    assert vf.shape == vt.shape == (x.shape[0], k) and i_f.dtype == torch.long
+    assert torch.equal(scores.gather(1, i_f), vf.double()) if exact else torch.allclose(vf, vt, atol=1e-5)
+    assert (i_f[:, 0] != i_f[:, -1]).all() or k == 1  # two distinct targets
+    first = (scores == scores.max(1, keepdim=True).values).double().argmax(1)  # lowest index of the maximum
+    if exact:
+        assert torch.equal(vf, vt) and torch.equal(vf.double(), ref_values)  # ties: gap 0 for k = 2
+        assert torch.equal(i_f[:, 0], first)  # the lowest index wins a tie
+        if k == 1:
+            assert torch.equal(i_f, it)
+    else:
+        # one right answer where the k best are separated by more than float32 noise
+        ref3 = scores.topk(min(3, y.shape[0]), dim=1).values
+        clear = (ref3[:, :k] - ref3[:, 1:k + 1]).min(1).values > 1e-4 if y.shape[0] > k else torch.ones(len(x), dtype=bool)
+        assert torch.equal(i_f[clear], it[clear])
+        assert torch.equal(i_f[clear, 0], first[clear])
 
 
 def test_fused_is_the_same_on_one_thread_and_on_several():
