@@ -182,6 +182,7 @@ def _worker(rank, world, port, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.cli
 def test_sharded_equals_single_process(tmp_path):
     import torch.distributed as dist
 
