@@ -50,7 +50,7 @@ __all__ = ["NewtonOptions", "NewtonMethod", "TRAIN_STREAM"]
 #: seed stream of the training batches: derive_seed(seed, TRAIN_STREAM, step)
 TRAIN_STREAM = 1
 
-# Fixed constants of the algorithm (formerly options nobody set).
+# Constants of the algorithm.
 #: sparse Hessian: the samples whose top-2 gap is below this quantile of the batch estimate the facet weights
 PAIR_QUANTILE = 0.1
 #: sparse Hessian: at most this many conjugate-gradient iterations per step
