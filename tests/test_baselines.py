@@ -61,6 +61,7 @@ def test_cli_model_by_class_name(tmp_path):
     assert model.sample(3, seed=0).shape == (3, 1, 28, 28)
 
 
+@pytest.mark.cli
 def test_cli_m_larger_than_batch_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         fit(tmp_path, "--config", str(REPO / "models" / "minibatch_wasserstein.yaml"), "--model.init_args.m=64")

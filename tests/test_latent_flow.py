@@ -68,6 +68,7 @@ def toy_noise():
     return torch.randn(2000, 2, generator=torch.Generator().manual_seed(1))
 
 
+@pytest.mark.cli
 def test_ot_cfm_moves_noise_onto_the_modes(toy_flows, toy_noise):
     assert within_three_std(toy_noise) < 0.05          # the noise itself is not on the modes
     samples = integrate(toy_flows["ot"], toy_noise, num_steps=50, solver="midpoint")
@@ -77,6 +78,7 @@ def test_ot_cfm_moves_noise_onto_the_modes(toy_flows, toy_noise):
     assert torch.bincount(nearest, minlength=8).min() > 0.5 * samples.shape[0] / 8
 
 
+@pytest.mark.cli
 def test_ot_coupling_gives_straighter_paths(toy_flows, toy_noise):
     deviation = {name: chord_deviation(integrate(flow, toy_noise, 50, "midpoint", return_path=True))
                  for name, flow in toy_flows.items()}
