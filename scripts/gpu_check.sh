@@ -34,6 +34,13 @@ RES="$OUT/bench_sdot_gpu.jsonl"
             torch.cuda.is_available() and torch.cuda.get_device_name())"
 } | tee "$OUT/gpu.txt"
 
+if [ "$DEVICE" = cuda ] && ! $PY -c "import pykeops" 2>/dev/null; then
+    # The "gpu" extra (pykeops: the "keops" score backend). Offline machines keep going without it:
+    # the KeOps tests then skip and backend="auto" keeps the torch kernel for d <= 8.
+    $PY -m pip install -q --disable-pip-version-check -e ".[gpu]" \
+        || echo "[gpu_check] the gpu extra (pykeops) did not install: KeOps is not measured"
+fi
+
 if [ "$DEVICE" = cuda ]; then
     # The CUDA-only tests (they skip on CPU-only machines such as CI).
     $PY -m pytest -q -p no:cacheprovider -k "cuda or keops" \

@@ -1,8 +1,16 @@
 #!/usr/bin/env bash
 # The test command: set up a fresh machine if needed (scripts/setup.sh), then run pytest.
-#   scripts/test.sh                 # the default suite (< 10 minutes on 2 CPU cores)
-#   scripts/test.sh -m slow         # the long runs
-#   scripts/test.sh tests/test_data.py -k idx
+#
+# Tiers, by pytest marker (registered in pyproject.toml):
+#   scripts/test.sh -m "not slow and not cli"   # fast tier: no subprocess, no CLI run, no model training
+#                                               # (library code, kernels, solver, metrics, input checks)
+#   scripts/test.sh                             # default suite = "not slow": the fast tier plus the `cli`
+#                                               # tests (the ae-ot CLI in subprocesses, Lightning and
+#                                               # classifier training, DDP); < 10 minutes on 2 CPU cores
+#   scripts/test.sh -m slow                     # the long runs (minutes each)
+#   scripts/test.sh -m gpu                      # the CUDA tests (skipped without a GPU)
+#   scripts/test.sh tests/test_data.py -k idx   # one file or test
+# A -m given here replaces the default "not slow" of pyproject.toml's addopts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh

@@ -29,6 +29,7 @@ def fitted(tmp_path_factory):
     return model, ckpt, root
 
 
+@pytest.mark.cli
 def test_fit_stores_the_solution_in_the_checkpoint(fitted):
     model, ckpt, _ = fitted
     assert model.has_ot_solution and model.sampler.targets.shape == (500, 8)
@@ -58,6 +59,7 @@ def test_ot_eval_samples_sets_the_final_evaluation():
         AEOT(latent_dim=8, ot=dict(eval_samples=0))
 
 
+@pytest.mark.cli
 def test_codes_are_normalised_into_the_box(fitted):
     model, _, _ = fitted
     assert model.sampler.targets.abs().max() <= 1.0 + 1e-5
@@ -68,6 +70,7 @@ def test_codes_are_normalised_into_the_box(fitted):
     assert nearest_neighbour_distances(train_codes, plain).max() < 1e-4
 
 
+@pytest.mark.cli
 def test_sample_command_grid_and_array(fitted, tmp_path):
     _, ckpt, _ = fitted
     png = sample_cmd.main(["--ckpt_path", ckpt, "--num_samples", "12", "--output", str(tmp_path / "s.png")])
@@ -79,6 +82,7 @@ def test_sample_command_grid_and_array(fitted, tmp_path):
     assert 0 <= a.min() and a.max() <= 1 and np.array_equal(a, b)
 
 
+@pytest.mark.cli
 def test_sample_command_bad_input(fitted, tmp_path):
     _, ckpt, _ = fitted
     with pytest.raises(ValueError, match="num_samples"):
@@ -93,6 +97,7 @@ def test_sample_command_bad_input(fitted, tmp_path):
         sample_cmd.main(["--ckpt_path", str(corrupt), "--output", str(tmp_path / "s.png")])
 
 
+@pytest.mark.cli
 def test_checkpoint_without_solution_gives_a_clear_error(fitted, tmp_path):
     _, ckpt, _ = fitted
     checkpoint = torch.load(ckpt, map_location="cpu", weights_only=False)
@@ -110,6 +115,7 @@ def test_checkpoint_without_solution_gives_a_clear_error(fitted, tmp_path):
         sample_cmd.main(["--ckpt_path", str(unsolved), "--output", str(tmp_path / "s.png")])
 
 
+@pytest.mark.cli
 def test_resolve_from_autoencoder_checkpoint_without_retraining(fitted, tmp_path):
     model, ckpt, _ = fitted
     again = AEOT(latent_dim=8, autoencoder_ckpt=ckpt, ot=dict(num_targets=300, time_limit=2.0, max_steps=50))
@@ -182,6 +188,7 @@ def test_toy2d_command(tmp_path):
     assert r["extended_not_a_target"] > 0.3
 
 
+@pytest.mark.cli
 def test_umap_command_writes_figure_and_scores(fitted, tmp_path):
     from ae_ot.commands import umap as umap_cmd
 

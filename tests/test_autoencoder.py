@@ -1,5 +1,6 @@
 """The autoencoder LightningModule and the Lightning CLI around it."""
 
+import pytest
 import pytorch_lightning as pl
 import torch
 import yaml
@@ -8,6 +9,7 @@ from ae_ot.data import MNISTDataModule
 from ae_ot.generators import Autoencoder
 
 
+@pytest.mark.cli
 def test_fast_dev_run():
     model = Autoencoder(latent_dim=8)
     trainer = pl.Trainer(fast_dev_run=True, logger=False, enable_progress_bar=False)
@@ -18,6 +20,7 @@ def test_fast_dev_run():
     assert torch.equal(images, model.sample(5, seed=1))
 
 
+@pytest.mark.cli
 def test_learns_to_reconstruct(tmp_path):
     pl.seed_everything(0)
     model = Autoencoder(latent_dim=16)
@@ -38,6 +41,7 @@ def test_bad_latent_dim():
         Autoencoder(latent_dim=0)
 
 
+@pytest.mark.cli
 def test_cli_fit_saves_config_and_test_reports_mse(tmp_path, cli):
     out = cli("fit", "--config", "models/autoencoder.yaml", "--trainer.max_epochs=1", "--data.subset=1000",
               f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false")
@@ -53,6 +57,7 @@ def test_cli_fit_saves_config_and_test_reports_mse(tmp_path, cli):
     assert "test/mse" in out.stdout
 
 
+@pytest.mark.cli
 def test_cli_print_config_and_model_override(cli):
     out = cli("fit", "--config", "models/autoencoder.yaml", "--model", "Autoencoder",
               "--model.latent_dim=4", "--print_config")
@@ -61,6 +66,7 @@ def test_cli_print_config_and_model_override(cli):
     assert config["model"]["init_args"]["latent_dim"] == 4
 
 
+@pytest.mark.cli
 def test_cli_bad_values_give_clear_errors(cli):
     bad_latent = cli("fit", "--config", "models/autoencoder.yaml", "--model.latent_dim=0", "--trainer.max_epochs=1")
     assert bad_latent.returncode != 0

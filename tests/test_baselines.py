@@ -36,6 +36,7 @@ def fit(tmp_path, *args):
 
 
 @pytest.mark.parametrize("config, cls, extra, gen_steps", MODELS, ids=[m[0] for m in MODELS])
+@pytest.mark.cli
 def test_cli_fit_checkpoint_and_sample(tmp_path, config, cls, extra, gen_steps):
     run, ckpt = fit(tmp_path, "--config", str(REPO / "models" / f"{config}.yaml"), *extra)
     assert (run / "images" / "samples_epoch000.png").is_file()  # the shared grid logging
@@ -52,6 +53,7 @@ def test_cli_fit_checkpoint_and_sample(tmp_path, config, cls, extra, gen_steps):
         assert torch.load(ckpt, map_location="cpu", weights_only=False)["global_step"] == 10 + gen_steps
 
 
+@pytest.mark.cli
 def test_cli_model_by_class_name(tmp_path):
     run, ckpt = fit(tmp_path, "--model", "WGANGP", "--model.width=8", "--model.n_critic=2")
     model = WGANGP.load_from_checkpoint(ckpt, map_location="cpu")
@@ -59,6 +61,7 @@ def test_cli_model_by_class_name(tmp_path):
     assert model.sample(3, seed=0).shape == (3, 1, 28, 28)
 
 
+@pytest.mark.cli
 def test_cli_m_larger_than_batch_is_a_one_line_error(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_info:
         fit(tmp_path, "--config", str(REPO / "models" / "minibatch_wasserstein.yaml"), "--model.init_args.m=64")

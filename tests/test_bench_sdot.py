@@ -65,6 +65,7 @@ def test_pot_snapshot_is_the_max_iter_result(bench):
         assert torch.equal(snaps[0][2], ref)
 
 
+@pytest.mark.cli
 def test_compare_quick(tmp_path):
     """`compare --quick` on 8gaussians (exact areas) and a tiny gmm, in a subprocess, writing only
     into tmp_path: a record per method with a held-out history, a summary, a plot < 200 KB."""
@@ -98,6 +99,7 @@ def test_compare_quick(tmp_path):
         assert png.exists() and png.stat().st_size < 200_000
 
 
+@pytest.mark.cli
 def test_kernel_bench_times_every_cpu_kernel(tmp_path):
     out = tmp_path / "kernel.jsonl"
     proc = subprocess.run([sys.executable, str(SCRIPT), "kernel", "--n", "300", "--d", "16", "--m", "512",

@@ -106,6 +106,7 @@ def test_ot_package_is_standalone():
                 assert module in allowed, f"{name} imports {module}"
 
 
+@pytest.mark.cli
 def test_datasets_evaluation_and_toy2d_import_no_lightning():
     """Reading MNIST, scoring samples and ``ae-ot toy2d`` need no Lightning: importing it costs
     ~3-4 s of every such command (the DataModules live in ae_ot.data, the datasets in
@@ -129,6 +130,7 @@ def test_no_private_names_across_modules():
 
 
 @pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.cli
 def test_every_module_imports_in_a_fresh_interpreter_in_random_order(seed):
     names = sorted(package_modules())
     random.Random(seed).shuffle(names)
@@ -151,6 +153,7 @@ BUGGY_MODEL = textwrap.dedent('''
 ''')
 
 
+@pytest.mark.cli
 def test_cli_keeps_the_traceback_of_a_bug_and_gives_one_line_for_bad_input(tmp_path, cli, monkeypatch):
     """A bug inside training_step (a KeyError) shows its traceback; bad input (UserInputError)
     stays one line; and `fit` does not print Lightning's warning about the `args` parameter."""

@@ -283,6 +283,7 @@ class FakeClock:
         return self.now
 
 
+@pytest.mark.cli
 def test_wall_clock_checkpoints_saves_when_the_clock_passes_each_mark(tmp_path, monkeypatch):
     import ae_ot.callbacks as callbacks
 
@@ -303,6 +304,7 @@ def test_wall_clock_checkpoints_saves_when_the_clock_passes_each_mark(tmp_path, 
         callbacks.WallClockCheckpoints(marks=[5, 2], dirpath=str(tmp_path))
 
 
+@pytest.mark.cli
 def test_non_finite_loss_stops_the_fit(tmp_path):
     from ae_ot.callbacks import StopOnNonFiniteLoss
 
@@ -335,6 +337,7 @@ def trained_compare(tiny_evaluation, tmp_path_factory):
     return summary, out, argv
 
 
+@pytest.mark.cli
 def test_failed_model_is_in_the_table_and_the_others_still_run(trained_compare):
     summary, out, _ = trained_compare
     failed = summary["rows"][0]
@@ -346,6 +349,7 @@ def test_failed_model_is_in_the_table_and_the_others_still_run(trained_compare):
     assert summary["rows"][1]["metrics"]["fid_classifier"] > 0     # the model after it ran
 
 
+@pytest.mark.cli
 def test_quality_against_time_points(trained_compare):
     summary, out, _ = trained_compare
     row = summary["rows"][1]
@@ -373,6 +377,7 @@ def test_quality_against_time_points(trained_compare):
         assert (out / name).is_file()
 
 
+@pytest.mark.cli
 def test_rerun_evaluates_only_the_missing_point(trained_compare, monkeypatch):
     from ae_ot.commands import compare
 
@@ -408,6 +413,7 @@ def test_rerun_evaluates_only_the_missing_point(trained_compare, monkeypatch):
         compare.main(other)
 
 
+@pytest.mark.cli
 def test_compare_of_checkpoints(trained_compare, tmp_path):
     from ae_ot.commands import compare
     from ae_ot.generators.ae_ot import OTSolutionMissingError

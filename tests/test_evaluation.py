@@ -95,6 +95,23 @@ def test_precision_recall_density_coverage_synthetic():
     assert precision_recall(real, far)[0] == 0.0 and density_coverage(real, far) == (0.0, 0.0)
 
 
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_knn_metrics_agree_with_the_prdc_reference_implementation(k):
+    # prdc (Naeem et al.'s code) computes all four with one k: call ours with the same k. Random
+    # continuous features: no distance sits on a ball's boundary, where '<' (prdc) and '<=' (ours) differ.
+    prdc = pytest.importorskip("prdc")
+    g = torch.Generator().manual_seed(k)
+    real = torch.randn(400, 6, generator=g)
+    fake = 1.2 * torch.randn(300, 6, generator=g) + 0.4  # shifted and wider, so no metric is 0 or 1
+    want = prdc.compute_prdc(real.numpy().astype(np.float64), fake.numpy().astype(np.float64), nearest_k=k)
+    precision, recall = precision_recall(real, fake, k=k)
+    density, coverage = density_coverage(real, fake, k=k)
+    got = {"precision": precision, "recall": recall, "density": density, "coverage": coverage}
+    assert 0 < want["precision"] < 1 and 0 < want["recall"] < 1 and 0 < want["coverage"] < 1
+    for name, value in got.items():
+        assert abs(value - float(want[name])) <= 1e-6, (name, value, float(want[name]))
+
+
 def test_knn_metrics_need_more_than_k_samples():
     x = torch.randn(5, 3)
     with pytest.raises(ValueError, match="k \\+ 1 = 6"):
@@ -144,6 +161,7 @@ def test_check_images_rejects_bad_input(bad, match):
 # --------------------------------------------------------------------------------------------
 # With a classifier
 # --------------------------------------------------------------------------------------------
+@pytest.mark.cli
 def test_classifier_is_cached_and_deterministic(quick_classifier, mnist):
     from ae_ot.evaluation.classifier import _LOADED, get_classifier
 
@@ -159,6 +177,7 @@ def test_classifier_is_cached_and_deterministic(quick_classifier, mnist):
     assert quick_classifier.info["test_accuracy"] > 0.95
 
 
+@pytest.mark.cli
 def test_classifier_cache_missing_and_corrupt(tmp_path, monkeypatch, mnist):
     from ae_ot.data import ImageSplits
     from ae_ot.evaluation import classifier as clf
@@ -197,11 +216,13 @@ def _fid_real_test(classifier, mnist):
     return ref, fid_from_features(test_features, ref.features)
 
 
+@pytest.mark.cli
 def test_fid_test_vs_train_is_small_real_classifier(real_classifier, mnist):
     _, fid = _fid_real_test(real_classifier, mnist)
     assert fid < 1.0
 
 
+@pytest.mark.cli
 def test_fid_grows_with_blur(quick_classifier, mnist):
     ref, fid0 = _fid_real_test(quick_classifier, mnist)
     images = mnist.test_images[:1000]
@@ -221,6 +242,7 @@ def test_fid_grows_with_blur_real_classifier(real_classifier, mnist):
 
 
 @pytest.mark.parametrize("which", ["quick", "real"])
+@pytest.mark.cli
 def test_one_digit_generator_and_noise(which, request, mnist):
     from ae_ot.evaluation import evaluate_generator
 
@@ -254,6 +276,7 @@ def ae_checkpoint(tmp_path_factory):
     return next(root.rglob("*.ckpt"))
 
 
+@pytest.mark.cli
 def test_load_generator_roundtrip(ae_checkpoint):
     from ae_ot.generators import Autoencoder
 
@@ -262,6 +285,7 @@ def test_load_generator_roundtrip(ae_checkpoint):
     assert torch.equal(model.sample(8, seed=1), load_generator(str(ae_checkpoint)).sample(8, seed=1))
 
 
+@pytest.mark.cli
 def test_load_generator_bad_files(tmp_path, ae_checkpoint):
     with pytest.raises(FileNotFoundError, match="nope.ckpt"):
         load_generator(tmp_path / "nope.ckpt")
@@ -294,6 +318,7 @@ def test_load_generator_bad_files(tmp_path, ae_checkpoint):
         load_generator(tmp_path / "plain.ckpt")
 
 
+@pytest.mark.cli
 def test_evaluate_command(ae_checkpoint, tmp_path, quick_classifier, monkeypatch):
     import ae_ot.evaluation as ev
     from ae_ot.commands import evaluate
@@ -313,6 +338,7 @@ def test_evaluate_command(ae_checkpoint, tmp_path, quick_classifier, monkeypatch
     assert (tmp_path / "g.png").is_file() and result["num_samples"] == 300
 
 
+@pytest.mark.cli
 def test_cli_errors(cli, tmp_path, ae_checkpoint):
     from ae_ot.commands import compare, evaluate
 
@@ -330,6 +356,7 @@ def test_cli_errors(cli, tmp_path, ae_checkpoint):
         compare.main([])
 
 
+@pytest.mark.cli
 def test_aeot_knob_study_measures_resumes_and_refuses_another_study(ae_checkpoint, tmp_path, quick_classifier,
                                                                     monkeypatch):
     """scripts/bench_aeot_knobs.py: one row per (targets, budget) with its held-out OT error and

@@ -47,6 +47,7 @@ def quick_runs(tmp_path_factory):
 
 # ---- every example runs quickly and writes its figure ----------------------------------------------
 @pytest.mark.parametrize("name", SCRIPTS)
+@pytest.mark.cli
 def test_example_quick_run_writes_figure(quick_runs, name):
     results, out = quick_runs[name]
     figures = sorted(out.glob("*.png"))
@@ -57,6 +58,7 @@ def test_example_quick_run_writes_figure(quick_runs, name):
     assert {Path(p).name for p in listed} == {p.name for p in figures}
 
 
+@pytest.mark.cli
 def test_gradient_flow_quick_results(quick_runs):
     results, _ = quick_runs["plot_minibatch_gradient_flow"]
     flows = results["2d"]
@@ -66,6 +68,7 @@ def test_gradient_flow_quick_results(quick_runs):
     assert all(v > 2 * full for v in minibatch)  # the minibatch flow stops short of the exact W2 flow
 
 
+@pytest.mark.cli
 def test_colour_transfer_moves_colours_towards_target(quick_runs):
     results, _ = quick_runs["plot_colour_transfer"]
     assert len(results["runs"]) == 3
@@ -76,11 +79,13 @@ def test_colour_transfer_moves_colours_towards_target(quick_runs):
     assert stds[0] < stds[-1]
 
 
+@pytest.mark.cli
 def test_sinkhorn_quick_run_reaches_both_limits(quick_runs):
     results, _ = quick_runs["plot_sinkhorn_ot_to_mmd"]
     assert results["rel_error_ot"] < 0.05 and results["rel_error_mmd"] < 0.05
 
 
+@pytest.mark.cli
 def test_zoo_quick_run_reports_every_generator(quick_runs):
     stats = quick_runs["plot_zoo_2d_modes"][0]["stats"]
     assert set(stats) == {"data", "WGAN (clipping)", "WGAN-GP", "Sinkhorn S_eps", "minibatch Wasserstein",
@@ -163,6 +168,7 @@ def test_lp_cost_equals_assignment_cost_for_equal_uniform_sets():
         assert abs(wd.exact_w1_lp(x, y)["cost"] - wd.assignment_cost(x, y)) < 1e-6
 
 
+@pytest.mark.cli
 def test_wgan_quick_run_duality_numbers(quick_runs):
     r, _ = quick_runs["plot_wgan_critic_vs_dual"]
     assert abs(r["w1_potential"] - r["w1_lp"]) < 1e-6
@@ -249,6 +255,7 @@ def test_mlp_option_of_the_baselines():
         WGAN(net="mlp", batch_norm=True)
 
 
+@pytest.mark.cli
 def test_points2d_trains_a_baseline_through_the_cli(cli, tmp_path):
     from ae_ot.generators import WGANGP
 

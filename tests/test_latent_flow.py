@@ -68,6 +68,7 @@ def toy_noise():
     return torch.randn(2000, 2, generator=torch.Generator().manual_seed(1))
 
 
+@pytest.mark.cli
 def test_ot_cfm_moves_noise_onto_the_modes(toy_flows, toy_noise):
     assert within_three_std(toy_noise) < 0.05          # the noise itself is not on the modes
     samples = integrate(toy_flows["ot"], toy_noise, num_steps=50, solver="midpoint")
@@ -77,6 +78,7 @@ def test_ot_cfm_moves_noise_onto_the_modes(toy_flows, toy_noise):
     assert torch.bincount(nearest, minlength=8).min() > 0.5 * samples.shape[0] / 8
 
 
+@pytest.mark.cli
 def test_ot_coupling_gives_straighter_paths(toy_flows, toy_noise):
     deviation = {name: chord_deviation(integrate(flow, toy_noise, 50, "midpoint", return_path=True))
                  for name, flow in toy_flows.items()}
@@ -155,6 +157,7 @@ def trained(tmp_path_factory):
     return model, trainer.checkpoint_callback.best_model_path, trainer
 
 
+@pytest.mark.cli
 def test_fit_trains_autoencoder_then_flow_and_stops(trained):
     model, ckpt, trainer = trained
     assert trainer.current_epoch == 3                     # 1 autoencoder + 2 flow epochs, then stop
@@ -174,6 +177,7 @@ def small_datamodule_images():
     return datamodule.train_set.images
 
 
+@pytest.mark.cli
 def test_sample_is_deterministic_for_a_seed_and_survives_reloading(trained):
     model, ckpt, _ = trained
     a, b, c = model.sample(20, seed=5), model.sample(20, seed=5), model.sample(20, seed=6)
@@ -187,6 +191,7 @@ def test_sample_is_deterministic_for_a_seed_and_survives_reloading(trained):
     assert restored.latent_samples(7, generator, num_steps=3, solver="euler", return_path=True).shape == (4, 7, 8)
 
 
+@pytest.mark.cli
 def test_flow_from_an_autoencoder_checkpoint_keeps_the_autoencoder_frozen(trained, tmp_path):
     source, ckpt, _ = trained
     flow = LatentFlowMatching(autoencoder_ckpt=ckpt, flow_epochs=1, coupling="independent", **SMALL)
@@ -203,6 +208,7 @@ def test_flow_from_an_autoencoder_checkpoint_keeps_the_autoencoder_frozen(traine
     assert checkpoint["autoencoder_source"] == ckpt
 
 
+@pytest.mark.cli
 def test_bad_input_gets_clear_errors(trained, tmp_path):
     _, ckpt, _ = trained
     with pytest.raises(ValueError, match=r"autoencoder_ckpt must be an existing checkpoint file, got .*nope\.ckpt"):
@@ -234,6 +240,7 @@ def test_bad_input_gets_clear_errors(trained, tmp_path):
 # --------------------------------------------------------------------------------------------
 # The CLI config
 # --------------------------------------------------------------------------------------------
+@pytest.mark.cli
 def test_cli_fits_and_samples_the_config(cli, tmp_path):
     out = cli("fit", "--config", "models/latent_flow.yaml", "--data.subset=600", "--model.autoencoder_epochs=1",
               "--model.flow_epochs=1", "--model.hidden_dim=32", "--model.latent_dim=8",
@@ -290,6 +297,7 @@ def _compare(setup, output_dir, *extra):
     return latent_compare.main(args, classifier=setup["classifier"], reference=setup["reference"])
 
 
+@pytest.mark.cli
 def test_latent_compare_scores_four_samplers(compare_setup, tmp_path):
     summary = _compare(compare_setup, tmp_path, "--no_umap")
     rows = {r["sampler"]: r for r in summary["rows"]}
@@ -309,6 +317,7 @@ def test_latent_compare_scores_four_samplers(compare_setup, tmp_path):
     assert "| AE-OT (extended map) |" in markdown and "OT-CFM (20 midpoint steps)" in markdown
 
 
+@pytest.mark.cli
 def test_latent_compare_refuses_mismatched_checkpoints(compare_setup, tmp_path):
     swapped = dict(compare_setup, ot_cfm=compare_setup["independent_cfm"])
     with pytest.raises(ValueError, match=r"--ot_cfm_ckpt must be trained with coupling='ot', got .*'independent'"):

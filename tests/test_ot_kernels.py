@@ -2,11 +2,13 @@
 
 import os
 import socket
+import warnings
 
 import pytest
 import torch
 import torch.multiprocessing as mp
 
+from ae_ot.checks import UserInputError
 from ae_ot.ot import SemiDiscreteOT, kernels
 from ae_ot.ot.distributed import sharded_topk
 from ae_ot.ot.fused import fused_available
@@ -55,12 +57,61 @@ def test_tile_plan_fits_budget():
     assert cols == 2000 and rows * cols * 4 <= 32 << 20
 
 
-def test_auto_backend_on_cpu_is_fused_when_it_builds_else_torch(monkeypatch):
+def test_auto_backend_on_cpu_is_fused_when_it_builds_else_torch():
     expected = "fused" if fused_available() else "torch"
-    assert kernels.resolve_backend("auto", torch.device("cpu"), 32) == expected
-    assert kernels.resolve_backend("auto", torch.device("cpu"), 2) == expected
-    monkeypatch.setenv("AE_OT_FUSED", "0")
-    assert kernels.resolve_backend("auto", torch.device("cpu"), 16) == "torch"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
+        assert kernels.resolve_backend("auto", torch.device("cpu"), 32) == expected
+        assert kernels.resolve_backend("auto", torch.device("cpu"), 2) == expected
+
+
+def test_auto_fallback_from_the_fused_kernel_warns_once_with_the_reason(monkeypatch):
+    why = "no C++ compiler found (set $CXX, or install g++)"
+    monkeypatch.setattr(kernels, "fused_available", lambda: False)
+    monkeypatch.setattr(kernels, "fused_build_error", lambda: why)
+    monkeypatch.setattr(kernels, "_fallback_warned", False)
+    with pytest.warns(kernels.KernelFallbackWarning) as record:
+        assert kernels.resolve_backend("auto", torch.device("cpu"), 16) == "torch"
+    assert len(record) == 1 and why in str(record[0].message)
+    assert issubclass(kernels.KernelFallbackWarning, UserWarning)
+    with warnings.catch_warnings(record=True) as again:
+        warnings.simplefilter("always")
+        assert kernels.resolve_backend("auto", torch.device("cpu"), 16) == "torch"
+        assert kernels.kernel_name("auto", torch.device("cpu"), torch.float32, 2, 16) == "torch"
+        assert kernels.resolve_backend("torch", torch.device("cpu"), 16) == "torch"
+    assert not again  # once per process
+
+
+def test_kernel_name_says_which_kernel_a_call_runs():
+    cpu = torch.device("cpu")
+    fused = "fused" if fused_available() else "torch"
+    assert kernels.kernel_name("torch", cpu, torch.float32, 1) == "torch"
+    assert kernels.kernel_name("fused", cpu, torch.float32, 1) == "fused"
+    assert kernels.kernel_name("fused", cpu, torch.float32, 2) == "fused"
+    assert kernels.kernel_name("fused", cpu, torch.float32, 3) == "torch"  # k > 2
+    assert kernels.kernel_name("fused", cpu, torch.float64, 2) == "torch"  # not float32
+    assert kernels.kernel_name("keops", cpu, torch.float32, 1) == "keops"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
+        assert kernels.kernel_name("auto", cpu, torch.float32, 2, 16) == fused
+        assert kernels.kernel_name("auto", cpu, torch.float64, 2, 16) == "torch"
+    with pytest.raises(UserInputError, match="backend must be one of"):
+        kernels.kernel_name("gpu", cpu, torch.float32, 1)
+
+
+def test_fit_report_names_the_kernel_that_scored_the_steps():
+    g = torch.Generator().manual_seed(0)
+    y = torch.rand(30, 3, generator=g)
+    fused = "fused" if fused_available() else "torch"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fallback and not-converged warnings: 2 steps prove nothing
+        cases = [(y, "torch", "default", "torch"), (y, "auto", "default", fused), (y, "auto", "aeot", fused),
+                 (y.double(), "auto", "default", "torch"), (y[:, :2], "torch", "exact2d", "none")]
+        for targets, backend, method, kernel in cases:
+            ot = SemiDiscreteOT(targets, backend=backend, seed=0)
+            report = ot.fit(method=method, max_steps=2, batch_size=1024, tol=None, progress=False, eval_samples=1 << 12)
+            assert report.kernel == kernel, (backend, method, targets.dtype)
+            assert report.to_dict()["kernel"] == kernel
 
 
 def _keops_or_skip():
@@ -131,6 +182,7 @@ def _worker(rank, world, port, out_dir):
         dist.destroy_process_group()
 
 
+@pytest.mark.cli
 def test_sharded_equals_single_process(tmp_path):
     import torch.distributed as dist
 

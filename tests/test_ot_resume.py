@@ -8,6 +8,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pytest
 import torch
 
 SCRIPT = textwrap.dedent("""
@@ -30,6 +31,7 @@ def _run(args, **kw):
     return subprocess.Popen([sys.executable, "-c", SCRIPT, *args], env=env, cwd=root, **kw)
 
 
+@pytest.mark.cli
 def test_sigkill_and_resume_matches_uninterrupted(tmp_path):
     ref = tmp_path / "ref.pt"
     assert _run([str(ref), "fast"]).wait(timeout=120) == 0

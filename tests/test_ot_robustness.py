@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from ae_ot.ot import ConvergenceWarning, SemiDiscreteOT, SolverDivergedError
 from ae_ot.ot.fitting import ERROR_DECAY_EXPONENT, EVAL_FRACTION, EVAL_FRACTION_MAX
-from ae_ot.ot.methods.newton import NewtonMethod, NewtonOptions
+from ae_ot.ot.methods.newton import NewtonMethod
 
 STEPS = {"default": 12, "aeot": 12, "exact2d": 6}
 
@@ -227,33 +227,6 @@ def test_format_1_checkpoint_loads_heights_and_drops_its_fit_state(tmp_path):
     with pytest.warns(UserWarning, match="format-1"):
         again.load_state_dict(state)
     assert again.fit_state is None and torch.allclose(again.heights, ot.heights)
-
-
-def test_variance_reduced_masses_use_the_exact_previous_cells():
-    """STORM's m_t = c_t(h_t) + b (m_{t-1} - c_t(h_{t-1})): the previous heights' cells of the
-    batch, taken from the top-2 where certain and rescored elsewhere, equal a full rescoring."""
-    g = torch.Generator().manual_seed(3)
-    ot = SemiDiscreteOT(torch.rand(300, 5, generator=g))
-    method = NewtonMethod(ot.unit, NewtonOptions(vr_momentum=0.8))
-    current = torch.randn(300, generator=g, dtype=torch.float64) * 0.05
-    previous = current + torch.randn(300, generator=g, dtype=torch.float64) * 0.02
-    u = ot.unit.sobol(4096, 1)
-    values, index = ot.unit.topk(u, 2, current)
-    batch = ot.unit.local_counts(index[:, 0])[0] / 4096
-    carried = torch.rand(300, generator=g, dtype=torch.float64) / 300
-    state = {"heights": current, "previous_heights": previous, "mass_vr": carried.clone()}
-    masses = method.variance_reduced_masses(state, u, values, index, batch, t=50)
-    exact_previous = ot.unit.local_counts(ot.unit.topk(u, 1, previous)[1][:, 0])[0] / 4096
-    assert torch.allclose(masses, batch + 0.8 * (carried - exact_previous), atol=1e-12)
-    with pytest.raises(ValueError, match="vr_momentum"):
-        NewtonOptions(vr_momentum=1.0)
-
-
-def test_variance_reduced_fit_converges():
-    y = torch.rand(200, 4, generator=torch.Generator().manual_seed(0))
-    ot = SemiDiscreteOT(y)
-    report = ot.fit(method="default", max_steps=150, progress=False, eval_samples=1 << 19, vr_momentum=0.9)
-    assert report.final["mean_rel_corrected"] < 0.05, report.final
 
 
 def test_first_tol_check_waits_until_it_costs_a_quarter_of_the_training_samples():

@@ -61,6 +61,7 @@ def test_stacked_datamodule_bad_input():
         StackedMNISTDataModule(batch_size=0)
 
 
+@pytest.mark.cli
 def test_autoencoder_trains_on_stacked_mnist(tmp_path, mnist):
     import pytorch_lightning as pl
 
@@ -83,6 +84,7 @@ def _modes(images, classifier):
 
 
 @pytest.mark.parametrize("which, max_kl", [("real", 0.05), ("quick", 0.1)])
+@pytest.mark.cli
 def test_real_stacked_mnist_covers_the_modes(which, max_kl, request, mnist):
     """PacGAN protocol: 26,000 samples, a mode counts when predicted at least once.
 
@@ -103,6 +105,7 @@ def test_real_stacked_mnist_covers_the_modes(which, max_kl, request, mnist):
     assert stats["kl_to_uniform"] < max_kl
 
 
+@pytest.mark.cli
 def test_collapsed_stacked_generator_loses_modes(quick_classifier, mnist):
     images, _ = load_stacked_mnist(3000, split="test", seed=0)
     sevens = mnist.test_images[mnist.test_labels == 7]
@@ -114,6 +117,7 @@ def test_collapsed_stacked_generator_loses_modes(quick_classifier, mnist):
     assert stats["kl_to_uniform"] > 1.5  # ~ log(10) = 2.3 without mistakes
 
 
+@pytest.mark.cli
 def test_evaluate_samples_on_stacked(quick_classifier):
     from ae_ot.data import load_mnist
     from ae_ot.evaluation import evaluate_samples, get_reference
@@ -145,6 +149,7 @@ STACKED_CONFIGS = {
 
 
 @pytest.mark.parametrize("config", sorted(STACKED_CONFIGS))
+@pytest.mark.cli
 def test_every_model_runs_on_stacked_mnist_by_config(tmp_path, mnist, config):
     """The one Stacked MNIST overlay (models/stacked.yaml) on every model config: a short fit
     through the CLI, then 3-channel samples from the checkpoint."""

@@ -116,6 +116,7 @@ class FitReport:
     tol: float | None = None
     batch_size: int = 0
     restarts: int = 0  # returns to the best iterate after a blow-up (see SolverMethod.recover)
+    kernel: str = ""  # the score kernel of the steps: "fused", "torch", "keops" ("none": exact2d)
     history: list = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -267,6 +268,7 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
         state = solver.init_state(ot.unit_heights, batch_size)
     report = report or FitReport(method=method, batch_size=batch_size)
     report.tol = tol
+    report.kernel = solver.kernel()
     ot.report, ot.fit_state = report, state
     if lr is None:
         lr = solver.default_lr()

@@ -2,17 +2,16 @@
 
 The C++ source (``fused_topk.cpp`` beside this file) keeps 16 samples in the lanes of one vector
 and folds every target's score into a running best (and second best) without writing a score
-tile, so the top 2 costs about what the top 1 costs. Measured on the 2-core EPYC
-(docs/benchmarks.md): 4.8x the tiled ``addmm`` path of :mod:`ae_ot.ot.kernels` for the top 1
-at N = 10,000, d = 16 (6.4x for the top 2), 2.2x at d = 64.
+tile, so the top 2 costs about what the top 1 costs (speed-ups over the tiled torch kernel:
+docs/benchmarks.md).
 
 Build: on first use the source is compiled with the system C++ compiler (``$CXX``, else ``c++`` /
-``g++``; ``-O3 -march=native``, ~6 s once per machine, no torch headers) into
+``g++``; ``-O3 -march=native``, once per machine, no torch headers) into
 ``$AE_OT_CACHE/kernels/`` under a name keyed by the source, the compiler, the flags and the CPU,
 loaded with :mod:`ctypes`, and checked once against float64 on small problems
 (:func:`self_check`). Without a compiler, or when the check fails, :func:`fused_available` is
-False and ``backend="auto"`` keeps the torch kernel; ``backend="fused"`` then raises, saying why.
-``AE_OT_FUSED=0`` keeps ``"auto"`` off this kernel.
+False, :func:`fused_build_error` says why, ``backend="auto"`` runs the torch kernel (warning once,
+:class:`ae_ot.ot.kernels.KernelFallbackWarning`) and ``backend="fused"`` raises.
 
 Threads: the samples are split in blocks over ``torch.get_num_threads()`` Python threads; ctypes
 releases the GIL during each call.
@@ -147,7 +146,7 @@ def self_check(topk) -> str | None:
 
 def fused_available() -> bool:
     """Whether the fused kernel builds, loads and passes its self-check here (compiles it on the
-    first call of a machine, ~6 s)."""
+    first call of a machine)."""
     return _library()[0] is not None
 
 
@@ -176,15 +175,68 @@ def _executor(threads: int) -> ThreadPoolExecutor:
 
 
 def fused_topk(x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Top-k (k = 1, 2) of ``s_i(x) = <x, y_i> + h_i``: values [M, k] descending, indices [M, k] int64.
+    """Top-k (k = 1, 2) of ``s_i(x) = <x, y_i> + h_i`` over the targets i, for every sample x.
 
-    ``x [M, d]``, ``y [N, d]``, ``h [N]``: CPU float32 (see :func:`fused_applies`). The lowest index
-    wins among equal maxima, as ``torch.max``.
+    Parameters
+    ----------
+    x : tensor [M, d], CPU float32
+        Samples.
+    y : tensor [N, d], CPU float32
+        Targets, ``k <= N < 2^31``.
+    h : tensor [N], CPU float32
+        Heights.
+    k : {1, 2}
+        Number of best targets kept.
+
+    Non-contiguous inputs are copied to contiguous memory.
+
+    Returns
+    -------
+    values : tensor [M, k] float32
+        The k best scores, descending.
+    indices : tensor [M, k] int64
+        Their targets; the lowest index wins among equal scores, as ``torch.max`` (for k = 2 two
+        tied targets give ``values[:, 0] == values[:, 1]``).
+
+    Raises
+    ------
+    UserInputError
+        For inputs outside the above, or when the kernel is not available here
+        (:func:`fused_build_error` says why).
     """
+    _check_inputs(x, y, h, k)
     fn, why = _library()
     if fn is None:
         raise UserInputError(f"backend='fused' is not available: {why}. Use backend='torch' (or 'auto').")
+    if x.shape[0] == 0:
+        return torch.empty(0, k, dtype=torch.float32), torch.empty(0, k, dtype=torch.long)
     return _run(fn, x, y, h, k)
+
+
+def _check_inputs(x, y, h, k) -> None:
+    """Raise one UserInputError naming the first rule of :func:`fused_topk` that the inputs break."""
+    for name, t in (("x", x), ("y", y), ("h", h)):
+        if not isinstance(t, torch.Tensor):
+            raise UserInputError(f"fused_topk: {name} must be a torch.Tensor, got {type(t).__name__}")
+        if t.device.type != "cpu":
+            raise UserInputError(f"fused_topk: {name} must be on the CPU, got device {t.device}; "
+                                 "move it with .cpu() or use kernels.topk_scores(..., backend='auto')")
+        if t.dtype != torch.float32:
+            raise UserInputError(f"fused_topk: {name} must be float32, got {t.dtype}; convert it with .float() "
+                                 "or use kernels.topk_scores, which runs other dtypes on the torch kernel")
+    if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
+        raise UserInputError(f"fused_topk: x must be [M, d] and y [N, d] with the same d >= 1, got "
+                             f"{tuple(x.shape)} and {tuple(y.shape)}")
+    if x.shape[1] < 1:
+        raise UserInputError(f"fused_topk: the dimension d must be >= 1, got shapes {tuple(x.shape)} and {tuple(y.shape)}")
+    if h.shape != (y.shape[0],):
+        raise UserInputError(f"fused_topk: h must be [N] = [{y.shape[0]}] (one height per target), got {tuple(h.shape)}")
+    if isinstance(k, bool) or k not in (1, 2):
+        raise UserInputError(f"fused_topk: k must be 1 or 2, got {k!r}; use kernels.topk_scores for larger k")
+    if k > y.shape[0]:
+        raise UserInputError(f"fused_topk: k={k} exceeds the number of targets N={y.shape[0]}; pass k <= N")
+    if y.shape[0] >= 2 ** 31:
+        raise UserInputError(f"fused_topk: at most 2^31 - 1 targets, got N={y.shape[0]}; use kernels.topk_scores")
 
 
 def _run(fn, x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:

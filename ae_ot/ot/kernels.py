@@ -23,15 +23,17 @@ agrees with a single-process run bit for bit when the per-rank scores are comput
 from __future__ import annotations
 
 import contextlib
-import os
+import warnings
 
 import torch
 
 from ae_ot.checks import UserInputError
-from ae_ot.ot.fused import fused_applies, fused_available, fused_topk
+from ae_ot.ot.fused import fused_applies, fused_available, fused_build_error, fused_topk
 
 __all__ = [
+    "KernelFallbackWarning",
     "resolve_backend",
+    "kernel_name",
     "topk_scores",
     "argmax_scores",
     "tile_plan",
@@ -50,33 +52,62 @@ def keops_available() -> bool:
     return True
 
 
-def resolve_backend(backend: str, device: torch.device, dim: int) -> str:
-    """Pick the kernel backend.
+class KernelFallbackWarning(UserWarning):
+    """``backend="auto"`` on CPU runs the torch kernel because the fused one is not available here."""
 
-    ``"auto"`` picks ``"fused"`` on CPU when it builds (and ``AE_OT_FUSED`` is not ``0``), else
-    ``"torch"``: measured on the 2-core CPU (docs/benchmarks.md) the fused kernel is 4.8x faster
-    than ``addmm`` + ``max`` for the top 1 at d = 16, N = 10,000 (6.4x for the top 2) and 2.2x at
-    d = 64, and KeOps is several times slower than either. On CUDA it picks KeOps only for very
-    small d (<= 8), where a GEMM is memory bound and KeOps' fused reduction avoids writing the
-    score tile; for d > 8 the tensor-core GEMM wins. The CUDA rule is not measured in this
-    project yet (no GPU in CI).
+
+_fallback_warned = False
+
+
+def _warn_fallback_once() -> None:
+    """Warn once per process that ``"auto"`` falls back from the fused kernel, and why."""
+    global _fallback_warned
+    if _fallback_warned:
+        return
+    _fallback_warned = True
+    warnings.warn(f"backend='auto' runs the torch CPU kernel, not the faster fused one: {fused_build_error()} "
+                  "Pass backend='torch' to choose it explicitly (and silence this warning).",
+                  KernelFallbackWarning, stacklevel=3)
+
+
+def resolve_backend(backend: str, device: torch.device, dim: int) -> str:
+    """The backend ``backend`` stands for on ``device`` in dimension ``dim``.
+
+    ``"auto"``: on CPU ``"fused"`` when it builds and passes its self-check, else ``"torch"``
+    (with one :class:`KernelFallbackWarning` per process, giving the reason); on CUDA
+    ``"keops"`` for d <= 8 when pykeops imports (a memory-bound GEMM, where KeOps' fused
+    reduction avoids writing the score tile), else ``"torch"``. Other values are returned as given.
     """
     if backend not in BACKENDS:
         raise UserInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
     if backend != "auto":
         return backend
-    if torch.device(device).type == "cuda" and dim <= 8 and keops_available():
+    device = torch.device(device)
+    if device.type == "cuda" and dim <= 8 and keops_available():
         return "keops"
-    if torch.device(device).type == "cpu" and os.environ.get("AE_OT_FUSED", "1") != "0" and fused_available():
-        return "fused"
+    if device.type == "cpu":
+        if fused_available():
+            return "fused"
+        _warn_fallback_once()
     return "torch"
 
 
-# CPU tiles are sized for the cache, not for memory: measured on this 2-core EPYC (N = 60,000,
-# d = 32, docs/benchmarks.md) a 512 x 2048 .. 512 x 4096 score tile (4-8 MB) runs addmm + max at
-# 1.0-1.08x the speed of a bare tiled GEMM that skips the max, where 512-row tiles spanning all
-# 60,000 columns (123 MB) ran at 0.61x: the max then re-reads the tile from DRAM. Rows below ~256
-# starve the BLAS kernel (128 x 4096: 0.54x), so the rows stay tall and the columns are blocked.
+def kernel_name(backend: str, device: torch.device, dtype: torch.dtype, k: int, dim: int = 0) -> str:
+    """The kernel that scores a top-``k`` call of ``dtype`` on ``device`` with ``backend``.
+
+    Returns ``"fused"``, ``"torch"`` or ``"keops"``: ``"fused"`` runs CPU float32 calls with
+    k <= 2 only (the others run on ``"torch"``, see :func:`topk_scores`). ``dim`` (d) matters for
+    ``backend="auto"`` only (see :func:`resolve_backend`). Non-finite heights also go to
+    ``"torch"``; that is a property of the call's values, not of its signature, and not covered here.
+    """
+    backend = resolve_backend(backend, device, dim)
+    if backend == "fused" and not (torch.device(device).type == "cpu" and dtype == torch.float32 and k <= 2):
+        return "torch"
+    return backend
+
+
+# CPU tiles are sized for the cache, not for memory (see docs/benchmarks.md): the score tile stays
+# in cache between the GEMM that writes it and the max that reads it; tall rows keep BLAS efficient.
 CPU_TILE_BYTES = 8 << 20
 CPU_MAX_COLS = 4096
 
@@ -93,14 +124,11 @@ def tile_plan(m: int, n: int, k: int, device: torch.device, dtype: torch.dtype,
     * CUDA (default a quarter of the free memory, at most 2 GB): one column block whenever 1,024
       rows of scores fit, so the reduction runs over whole rows in one pass.
 
-    The environment variable ``AE_OT_TILE_BYTES`` overrides the default budget.
+    Returns ``(rows, cols)`` with ``1 <= rows <= m``, ``1 <= cols <= n``.
     """
     device = torch.device(device)
     if tile_bytes is None:
-        env = os.environ.get("AE_OT_TILE_BYTES")
-        if env:
-            tile_bytes = int(float(env))
-        elif device.type == "cuda":
+        if device.type == "cuda":
             free, _ = torch.cuda.mem_get_info(device)
             tile_bytes = int(min(free // 4, 2 << 30))
         else:
@@ -155,9 +183,8 @@ def _tile_topk(s: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     Returns ``values [r, k]`` (descending) and column ``indices [r, k]``; for k = 1 the lowest
     index among equal maxima, as ``torch.max``.
 
-    Why two stages on CPU: torch's CPU ``max(dim)`` / ``topk`` with indices is a scalar loop
-    (measured ~0.9 ns per score here, as much time as the d = 32 GEMM that wrote the tile, and
-    ``topk(2)`` 1.5x that), while ``amax`` is vectorised (~0.05 ns per score). So:
+    Why two stages on CPU: torch's CPU ``max(dim)`` / ``topk`` with indices is a scalar loop,
+    while ``amax`` is vectorised. So:
 
     1. ``g_j = max_{c in group j} s[:, c]`` over contiguous groups of 128 columns (``amax``);
     2. the best group (k = 1) or the two best groups (k = 2) by ``g_j``;

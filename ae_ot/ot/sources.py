@@ -14,14 +14,12 @@ Everything here is pure torch (plus numpy's ``SeedSequence`` for seed mixing).
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 import torch
 
 from ae_ot.checks import UserInputError
 
-__all__ = ["as_box", "derive_seed", "uniform_box", "sobol_box", "box_volume_log", "normalize_to_box"]
+__all__ = ["as_box", "derive_seed", "uniform_box", "sobol_box", "normalize_to_box"]
 
 # torch's SobolEngine supports at most this many dimensions.
 _SOBOL_MAX_DIM = 21201
@@ -69,11 +67,6 @@ def as_box(low, high, dim: int, device=None, dtype=torch.float32) -> tuple[torch
     return lo, hi
 
 
-def box_volume_log(low: torch.Tensor, high: torch.Tensor) -> float:
-    """log of the box volume prod_k (high_k - low_k)."""
-    return float(torch.log(high.double() - low.double()).sum())
-
-
 def uniform_box(n: int, low: torch.Tensor, high: torch.Tensor, generator: torch.Generator | None = None,
                 dtype=None) -> torch.Tensor:
     """``n`` i.i.d. uniform samples on the box: ``low + (high - low) * U``, shape [n, d].
@@ -104,14 +97,6 @@ def sobol_box(n: int, low: torch.Tensor, high: torch.Tensor, seed: int, dtype=No
     # Sobol points can be exactly 0; harmless for a half-open box, but keep them inside (0, 1).
     u = u.clamp_(1e-7, 1 - 1e-7).to(device=low.device, dtype=dtype)
     return torch.addcmul(low.to(dtype), u, (high - low).to(dtype))
-
-
-def is_power_of_two(n: int) -> bool:
-    return n > 0 and (n & (n - 1)) == 0
-
-
-def next_power_of_two(n: int) -> int:
-    return 1 << max(0, math.ceil(math.log2(max(1, n))))
 
 
 def normalize_to_box(x: torch.Tensor, low: float = 0.0, high: float = 1.0, margin: float = 0.0,

@@ -26,6 +26,7 @@ import difflib
 import torch
 
 from ae_ot.checks import UserInputError
+from ae_ot.ot.kernels import kernel_name
 from ae_ot.ot.unit_problem import UnitBoxProblem
 
 __all__ = ["SolverMethod", "parse_options"]
@@ -58,6 +59,17 @@ class SolverMethod:
     def __init__(self, problem: UnitBoxProblem, options=None):
         self.problem = problem
         self.options = options if options is not None else self.Options()
+
+    #: the most targets a step scores per sample (the k of its top-k calls); 0: steps use no score kernel
+    step_top_k = 2
+
+    def kernel(self) -> str:
+        """The score kernel that runs the steps' top-k calls: "fused", "torch", "keops", or "none"
+        when the steps score no samples (see :func:`ae_ot.ot.kernels.kernel_name`)."""
+        if not self.step_top_k:
+            return "none"
+        problem = self.problem
+        return kernel_name(problem.backend, problem.device, problem.targets.dtype, self.step_top_k, problem.dim)
 
     def default_lr(self) -> float:
         raise NotImplementedError

@@ -70,6 +70,7 @@ class Exact2DMethod(SolverMethod):
     name = "exact2d"
     Options = Exact2DOptions
     default_max_steps = 200
+    step_top_k = 0  # the exact 2-D power diagram, no score kernel
 
     def __init__(self, problem, options=None, seed: int = 0):
         super().__init__(problem, options)

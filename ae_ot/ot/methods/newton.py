@@ -6,9 +6,8 @@ forms
 
 * the mass estimate  m_i = #{u in W_i} / M  (gradient g_i = m_i - nu_i),
 * the mean score gap  G_i = mean_{u in W_i} (s_(1)(u) - s_(2)(u))  (exponential moving average;
-  after a 20-step warm-up only every 8th step scores the top 2 for it, the others the top 1,
-  which costs about 60% as much: the gaps set a slowly changing curvature estimate, see
-  ``NewtonOptions.gap_every``).
+  after a 20-step warm-up only every 8th step scores the top 2 for it, the others the cheaper
+  top 1: the gaps set a slowly changing curvature estimate, see ``NewtonOptions.gap_every``).
 
 The Hessian diagonal of E is the facet measure sum_j |F_ij| / |y_i - y_j|. For a cell of mass m_i
 the score gap of a point grows linearly with its distance to the boundary, so
@@ -51,6 +50,21 @@ __all__ = ["NewtonOptions", "NewtonMethod", "TRAIN_STREAM"]
 #: seed stream of the training batches: derive_seed(seed, TRAIN_STREAM, step)
 TRAIN_STREAM = 1
 
+# Constants of the algorithm.
+#: sparse Hessian: the samples whose top-2 gap is below this quantile of the batch estimate the facet weights
+PAIR_QUANTILE = 0.1
+#: sparse Hessian: at most this many conjugate-gradient iterations per step
+CG_ITERS = 200
+#: sparse Hessian: its diagonal is at least DEG_FLOOR x the diagonal estimate (a cell whose facets left
+#: the estimate never takes a 1 / ridge times larger step)
+DEG_FLOOR = 0.25
+#: a cell with no sample this step is lifted into the box when its mass EMA is below RESCUE_FRAC x nu_i
+RESCUE_FRAC = 0.25
+#: diagonal step: the first LR_WARMUP steps take half the step size (the gap EMA holds few samples)
+LR_WARMUP = 10
+#: growing batches: the batch doubles every BATCH_DOUBLE steps, from max(2^13, batch_size / 4) to batch_size
+BATCH_DOUBLE = 8
+
 
 @dataclass
 class NewtonOptions:
@@ -68,99 +82,47 @@ class NewtonOptions:
         "auto" picks "sparse" for d <= 3 in a single process, else "diag".
     eta : float or None
         Iterate averaging hbar_t = hbar_{t-1} + (eta + 1) / (t + eta) (h_t - hbar_{t-1}): iterate t
-        gets a weight ~ t^eta. None: 1 with the diagonal step, 3 with the sparse Hessian. Why 1
-        there: the late iterates are independent noisy copies of the solution, and the average's
-        effective sample size is (eta + 1)^2 / (2 eta + 1) x the steps taken (0.75 for eta = 1,
-        0.44 for eta = 3), while the warm-up's bias fades fast enough. Measured side by side
-        (docs/benchmarks.md): MNIST codes (N = 10,000, d = 16), 180 s: 2.20% (eta 1), 2.50%
-        (eta 2), 2.85% (eta 3) held-out error; Gaussian mixture (N = 2,000, d = 16), 15 s, 3 seeds:
-        1.47-1.71% against 1.91-2.02%. The damped sparse-Newton step (d <= 3) moves its iterates
-        less per step, so they stay correlated with the warm-up for longer: with eta = 1 the 1-D
-        closed-form test missed its 1e-3 boundary tolerance (1.4e-3), so it keeps 3.
+        gets a weight ~ t^eta. None: 1 with the diagonal step, 3 with the sparse Hessian. The
+        average's effective sample size is (eta + 1)^2 / (2 eta + 1) x the steps taken (0.75 for
+        eta = 1, 0.44 for eta = 3); the damped sparse-Newton step (d <= 3) moves its iterates less
+        per step, so they stay correlated with the warm-up for longer, hence the larger eta there
+        (choices compared in docs/benchmarks.md).
     beta : float
         EMA factor of the per-cell mass and gap statistics, in [0, 1).
-    pair_quantile : float
-        Sparse Hessian: the samples whose top-2 gap is below this quantile of the batch estimate
-        the facet weights.
     ridge : float
         Sparse Hessian: (L + ridge * D) s = g (damping towards the diagonal step).
-    cg_iters : int
-        Sparse Hessian: at most this many conjugate-gradient iterations per step.
-    deg_floor : float
-        Sparse Hessian: its diagonal is at least deg_floor x the diagonal estimate, so a cell whose
-        facets dropped out of the estimate never takes a 1 / ridge times larger step.
-    rescue_frac : float
-        A cell with no sample this step is lifted into the box when its mass EMA is below
-        rescue_frac x nu_i (0: lift every empty cell at once).
-    lr_warmup : int
-        Steps taken at half the step size while the gap EMA holds few samples (diagonal step).
-    batch_start : int or None
-        Growing batches: the first batch size (None: max(2^13, batch_size / 4)); 0 turns growth off.
-    batch_double : int
-        Growing batches: double the batch every this many steps, up to ``batch_size``.
     gap_every : int
         Diagonal step: after the first ``gap_warmup`` steps, score the top 2 (for the gap
         statistics) only every this many steps, the top 1 (masses only) on the others. The gaps
         set the curvature estimate, which settles after the warm-up; the masses set the step.
         1: every step.
     gap_warmup : int
-        Steps that all score the top 2 (see ``gap_every``). Measured side by side on MNIST codes
-        (N = 10,000, d = 16, docs/benchmarks.md): 20 instead of 100 processes 1.24-1.27x more
-        samples in the same time (the scoring is ~99% of a step there, and the top 2 costs ~1.6x
-        the top 1), 1.82% against 2.13% held-out error at 180 s, 5.3-5.5% against 6.5-6.6% at 60 s;
-        on the Gaussian mixture of (b) it is even or better (1.41-1.43% against 1.48-1.57% at 15 s).
-        With the fused CPU kernel the top 2 costs ~1.1x the top 1, and every step's top 2
-        (``gap_every=1``) was still no better, side by side: MNIST codes at 60 s 1.89-1.92% against
-        1.84%, the Gaussian mixture at 5 s 1.77-1.89% against 1.70-1.80%.
-    vr_momentum : float
-        Variance-reduced masses (STORM, Cutkosky and Orabona, NeurIPS 2019): the mass estimate is
-        m_t = c_t(h_t) + b (m_{t-1} - c_t(h_{t-1})), where c_t(h) counts this step's batch in the
-        cells of heights h, so the previous estimate is carried over, corrected for the move of
-        the heights measured on the same samples. b = min(vr_momentum, 1 - 1 / (t + 1)) in [0, 1);
-        0 turns it off (the plain batch counts). Single process only.
+        Steps that all score the top 2 (see ``gap_every``; the defaults are compared in
+        docs/benchmarks.md).
     """
 
     warm_start: Literal["voronoi", "zeros", "current"] = "voronoi"
     hessian: Literal["auto", "diag", "sparse"] = "auto"
     eta: float | None = None
     beta: float = 0.9
-    pair_quantile: float = 0.1
     ridge: float = 0.05
-    cg_iters: int = 200
-    deg_floor: float = 0.25
-    rescue_frac: float = 0.25
-    lr_warmup: int = 10
-    batch_start: int | None = None
-    batch_double: int = 8
     gap_every: int = 8
     gap_warmup: int = 20
-    vr_momentum: float = 0.0
 
     def __post_init__(self):
-        if self.warm_start is True:  # the boolean spelling of earlier versions
-            self.warm_start = "voronoi"
-        elif self.warm_start is False:
-            self.warm_start = "zeros"
         if self.warm_start not in ("voronoi", "zeros", "current"):
             raise UserInputError(f"warm_start must be 'voronoi', 'zeros' or 'current', got {self.warm_start!r}")
         if self.hessian not in ("auto", "diag", "sparse"):
             raise UserInputError(f"hessian must be 'auto', 'diag' or 'sparse', got {self.hessian!r}")
         if self.eta is not None and not self.eta >= 0:
             raise UserInputError(f"eta must be >= 0 or None, got {self.eta!r}")
-        for name in ("ridge", "deg_floor", "rescue_frac", "gap_warmup"):
+        for name in ("ridge", "gap_warmup"):
             if not getattr(self, name) >= 0:
                 raise UserInputError(f"{name} must be >= 0, got {getattr(self, name)!r}")
         if not 0 <= self.beta < 1:
             raise UserInputError(f"beta must be in [0, 1), got {self.beta!r}")
-        if not 0 < self.pair_quantile < 1:
-            raise UserInputError(f"pair_quantile must be in (0, 1), got {self.pair_quantile!r}")
-        for name in ("cg_iters", "batch_double", "gap_every"):
-            if int(getattr(self, name)) < 1:
-                raise UserInputError(f"{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not 0 <= self.vr_momentum < 1:
-            raise UserInputError(f"vr_momentum must be in [0, 1), got {self.vr_momentum!r}")
-        if self.batch_start is not None and self.batch_start < 0:
-            raise UserInputError(f"batch_start must be >= 0 or None, got {self.batch_start!r}")
+        if int(self.gap_every) < 1:
+            raise UserInputError(f"gap_every must be a positive integer, got {self.gap_every!r}")
 
 
 class NewtonMethod(SolverMethod):
@@ -181,26 +143,22 @@ class NewtonMethod(SolverMethod):
         if mode == "auto":
             # The estimated sparse Hessian (facet graph Laplacian) matters where a diagonal step is
             # badly conditioned: low dimension (a 1-D chain or 2-D mesh of cells has condition
-            # number ~N^(2/d)); measured: 2-D N=200 max error 1.2% in 200 steps vs 17% diagonal.
-            # In d=16 the slab estimator is too noisy (many facets per cell) and the damped
-            # Newton step diverged, while the diagonal step is well conditioned there.
+            # number ~N^(2/d)). In high dimension the slab estimator is noisy (many facets per
+            # cell), while the diagonal step is well conditioned there.
             # Single process only (the CG solve is not sharded).
             return self.problem.dim <= 3 and not self.problem.comm.enabled
         return mode == "sparse"
 
     def default_lr(self) -> float:
         # A full diagonal Newton step (lr 1) in d > 3, where the facet graph is well connected;
-        # measured on MNIST codes (N = 10k, d = 16): lr 1 reached 5.5% held-out error in 78 steps
-        # where lr 0.5 was at 14% and lr 2 at 11%. The damped sparse-Newton step keeps 0.5.
+        # the damped sparse-Newton step takes 0.5.
         return 0.5 if self.sparse_hessian else 1.0
 
     def default_batch_size(self) -> int:
         """A power of two ~ 8 N in [2^13, cap]: cap = 2^16 on CPU, 2^18 on CUDA.
 
         The relative noise of a cell count is sqrt(N / M) per step; with M ~ 8 N (noise ~ 35%)
-        the diagonal step is stable. Measured on MNIST codes (N = 10,000, d = 16, 2-core CPU):
-        M = 16,384 (noise 78%) drifted *up* from 46% to 62% held-out error in 120 s, while
-        M = 65,536 went down from 54% to 19.5%.
+        the diagonal step is stable.
         """
         cap = 1 << 18 if self.problem.device.type == "cuda" else 1 << 16
         return int(min(cap, max(1 << 13, 1 << math.ceil(math.log2(8 * self.problem.num_targets)))))
@@ -222,30 +180,29 @@ class NewtonMethod(SolverMethod):
         return state["averaged"]
 
     def batch_at(self, step: int, batch_size: int) -> int:
-        """Growing batches: start at ``batch_start`` and double every ``batch_double`` steps up to
-        ``batch_size``: cheap steps while the error is far above the per-step noise, full batches
-        once it is not (a function of the step only, so a resumed run draws the same batches)."""
-        start = self.options.batch_start
-        start = max(1 << 13, batch_size // 4) if start is None else int(start)
-        if start <= 0 or start >= batch_size:
+        """Growing batches: ``min(batch_size, start * 2^(step // BATCH_DOUBLE))`` with
+        ``start = max(2^13, batch_size / 4)``: cheap steps while the error is far above the per-step
+        noise, full batches once it is not (a function of the step only, so a resumed run draws the
+        same batches)."""
+        start = max(1 << 13, batch_size // 4)
+        if start >= batch_size:
             return batch_size
-        return int(min(batch_size, start << min(40, step // self.options.batch_double)))
+        return int(min(batch_size, start << min(40, step // BATCH_DOUBLE)))
 
     def step(self, state, lr):
         problem, opts = self.problem, self.options
         t = state["step"]
         m = self.batch_at(t, state["batch_size"])
-        if t < opts.lr_warmup and not self.sparse_hessian:
+        if t < LR_WARMUP and not self.sparse_hessian:
             lr = 0.5 * lr  # the gap EMA holds few samples yet
         u = problem.sobol(m, derive_seed(self.seed, TRAIN_STREAM, t))
         heights = state["heights"]
         state["samples"] += m
         if problem.num_targets == 1:
             return {"train_mean_rel": 0.0}
-        # The top 2 only where the gap statistics are updated (see NewtonOptions.gap_every): on the
-        # other steps the top 1 costs about 60% of it.
-        with_gaps = (self.sparse_hessian or opts.vr_momentum > 0 or t < opts.gap_warmup
-                     or (t - opts.gap_warmup) % opts.gap_every == 0)
+        # The top 2 only where the gap statistics are updated (see NewtonOptions.gap_every); the
+        # other steps score the cheaper top 1.
+        with_gaps = self.sparse_hessian or t < opts.gap_warmup or (t - opts.gap_warmup) % opts.gap_every == 0
         top_values, top_index = problem.topk(u, 2 if with_gaps else 1, heights)
         gaps = top_values[:, 0] - top_values[:, 1] if with_gaps else None
         counts, gap_sums = problem.local_counts(top_index[:, 0], gaps)
@@ -255,8 +212,6 @@ class NewtonMethod(SolverMethod):
         b = min(opts.beta, t / (t + 1.0))
         mass_ema_before = state["mass_ema"].clone()
         state["mass_ema"].mul_(b).add_(counts / m, alpha=1 - b)
-        if "gap_mass_ema" not in state:  # a state saved before gap_every existed
-            state["gap_mass_ema"] = mass_ema_before.clone()
         gap_mass_ema = state["gap_mass_ema"]
         if with_gaps:
             gap_mass_ema.mul_(b).add_(counts / m, alpha=1 - b)
@@ -273,14 +228,12 @@ class NewtonMethod(SolverMethod):
             mean_gap = torch.where(valid, mean_gap, fill)
         nu = problem.weights
         train_error = problem.mean_abs_relative_error(counts, m)
-        masses = self.variance_reduced_masses(state, u, top_values, top_index, counts / m, t)
+        masses = counts / m
         # Blow-up guard: if the iterate's batch error jumps well above the best seen so far (or is
-        # not a number), go back to the best step's iterate and halve the step size. A safety net:
-        # the measured runs of the default settings never trigger it.
+        # not a number), go back to the best step's iterate and halve the step size (a safety net).
         best = state.get("best_train_error", float("inf"))
         if not math.isfinite(train_error) or train_error > 2.0 * best + 0.1:
             if self.recover(state):
-                state.pop("mass_vr", None)  # it described the abandoned iterates
                 return {"train_mean_rel": train_error, "restarted": True, "top_k": 2 if with_gaps else 1}
         self.remember_best(state, train_error)
         lr = lr * state.get("lr_scale", 1.0)
@@ -299,9 +252,8 @@ class NewtonMethod(SolverMethod):
         # Rescue empty cells: a cell without samples gets no curvature information, and with a
         # Voronoi warm start it may lie far outside the box. Raise h_i by exactly the amount that
         # makes it win at its best sample, min_u (s_(1)(u) - s_i(u)) -- cheap, O(M * #empty * d).
-        starving = counts == 0
-        if opts.rescue_frac > 0:  # only cells that have been (nearly) empty for a while, not by chance
-            starving &= mass_ema_before <= opts.rescue_frac * nu
+        # only cells that have been (nearly) empty for a while, not by chance
+        starving = (counts == 0) & (mass_ema_before <= RESCUE_FRAC * nu)
         empty = starving.nonzero().flatten()
         if empty.numel():
             lift = self.rescue_lift(u, top_values[:, 0], state["heights"], empty)
@@ -309,39 +261,12 @@ class NewtonMethod(SolverMethod):
             # The average jumps with the iterate, or it would drag the cell back out for many steps.
             state["averaged"] = state["averaged"].index_add(0, empty, lift)
         heights = problem.center(heights)
-        state["previous_heights"] = state["heights"]
         state["heights"] = heights
         eta = opts.eta if opts.eta is not None else (3.0 if self.sparse_hessian else 1.0)
         weight = (eta + 1.0) / (t + 1.0 + eta)
         state["averaged"] = state["averaged"] + weight * (heights - state["averaged"])
         # train_mean_rel: training-batch error at the iterate (not held out)
         return {"train_mean_rel": train_error, "top_k": 2 if with_gaps else 1}
-
-    def variance_reduced_masses(self, state, u, top_values, top_index, batch_masses, t: int) -> torch.Tensor:
-        """The cell masses [N] the step uses: this batch's (``vr_momentum`` 0) or STORM's estimate
-        m_t = c_t(h_t) + b (m_{t-1} - c_t(h_{t-1})) (see :class:`NewtonOptions`).
-
-        c_t(h_{t-1}), the batch's cells under the previous heights, comes from the top-2 under the
-        current ones where that is certain: another cell k scores at most s_(2) + max_k delta_k under
-        h_{t-1} (delta = h_{t-1} - h_t), so the better of the two candidates wins if it beats that
-        bound. The other samples are scored again against all targets.
-        """
-        momentum = min(self.options.vr_momentum, 1.0 - 1.0 / (t + 1))
-        previous = state.get("previous_heights")
-        if momentum <= 0 or previous is None or "mass_vr" not in state or self.problem.comm.enabled:
-            state["mass_vr"] = batch_masses
-            return batch_masses
-        problem = self.problem
-        delta = (previous - state["heights"]).to(top_values.dtype)
-        first = top_values[:, 0] + delta[top_index[:, 0]]
-        second = top_values[:, 1] + delta[top_index[:, 1]]
-        winner = torch.where(first >= second, top_index[:, 0], top_index[:, 1])
-        uncertain = torch.maximum(first, second) < top_values[:, 1] + delta.max()
-        if bool(uncertain.any()):
-            winner[uncertain] = problem.topk(u[uncertain], 1, previous)[1][:, 0]
-        previous_masses = problem.local_counts(winner)[0] / u.shape[0]
-        state["mass_vr"] = batch_masses + momentum * (state["mass_vr"] - previous_masses)
-        return state["mass_vr"]
 
     def rescue_lift(self, u, best_scores, heights, empty):
         """For each empty local cell e: min_u (s_(1)(u) - s_e(u)) >= 0, the lift that makes it win once."""
@@ -363,7 +288,7 @@ class NewtonMethod(SolverMethod):
         Stored as ``facet_keys`` (i * N + j, i < j) and ``facet_weights``.
         """
         n = self.problem.num_targets
-        kth = max(1, int(self.options.pair_quantile * m))
+        kth = max(1, int(PAIR_QUANTILE * m))
         delta = float(gaps.kthvalue(kth).values.clamp_min(1e-12))
         near = gaps <= delta
         first, second = top_index[near, 0], top_index[near, 1]
@@ -389,13 +314,10 @@ class NewtonMethod(SolverMethod):
         weights = state["facet_weights"]
         degree = torch.zeros(n, dtype=torch.float64, device=gradient.device)
         degree.index_add_(0, cell_a, weights).index_add_(0, cell_b, weights)
-        # degree_i and hessian_diag_i both estimate H_ii (measured on 8 Gaussians, N = 1000: their
-        # ratio has median 0.86 and 1% quantile 0.45). A cell whose facets drop out of the estimate
-        # (degree -> 0) would take the step g_i / (ridge * diag_i), 1 / ridge = 20x the diagonal
-        # Newton step: that made 2-D runs diverge after ~500 steps. Floor the degree at a quarter of
-        # the diagonal estimate (a floor at the estimate itself over-damped the coupled modes: 15%
-        # held-out error at 1000 steps instead of 4%; a floor at 0.1 diverged again after ~1100).
-        diagonal = torch.maximum(degree, opts.deg_floor * hessian_diag) + opts.ridge * hessian_diag
+        # degree_i and hessian_diag_i both estimate H_ii. A cell whose facets drop out of the
+        # estimate (degree -> 0) would take the step g_i / (ridge * diag_i), 1 / ridge times the
+        # diagonal Newton step: the degree is floored at DEG_FLOOR x the diagonal estimate.
+        diagonal = torch.maximum(degree, DEG_FLOOR * hessian_diag) + opts.ridge * hessian_diag
 
         def matvec(p):
             out = diagonal * p
@@ -408,7 +330,7 @@ class NewtonMethod(SolverMethod):
         search = preconditioned.clone()
         rz = float(residual @ preconditioned)
         gradient_norm = float(gradient.norm())
-        for _ in range(opts.cg_iters):
+        for _ in range(CG_ITERS):
             applied = matvec(search)
             alpha = rz / max(float(search @ applied), 1e-300)
             solution.add_(search, alpha=alpha)

@@ -55,6 +55,7 @@ class PyOMTMethod(SolverMethod):
     Options = PyOMTOptions
     default_max_steps = 20000
     iterate_keys = ("heights", "adam_m", "adam_v")
+    step_top_k = 1
 
     def __init__(self, problem, options=None, seed: int = 0):
         super().__init__(problem, options)
