@@ -2,8 +2,10 @@
 # The test command: set up a fresh machine if needed (scripts/setup.sh), then run pytest.
 #
 # Tiers, by pytest marker (registered in pyproject.toml):
-#   scripts/test.sh -m "not slow and not cli"   # fast tier: no subprocess, no CLI run, no model training
-#                                               # (library code, kernels, solver, metrics, input checks)
+#   scripts/test.sh -m "not slow and not cli and not heavy"
+#                                               # fast tier (< 1 minute): no subprocess, no CLI run, no model
+#                                               # training, no long solve (library code, kernels, solver
+#                                               # steps, metrics, input checks)
 #   scripts/test.sh                             # default suite = "not slow": the fast tier plus the `cli`
 #                                               # tests (the ae-ot CLI in subprocesses, Lightning and
 #                                               # classifier training, DDP); < 10 minutes on 2 CPU cores

@@ -165,6 +165,7 @@ def test_batch_norm_generator_only_and_three_channels():
     assert not any(isinstance(m, nn.BatchNorm2d) for m in plain.generator.modules())
 
 
+@pytest.mark.heavy
 def test_sinkhorn_online_keops_backend_matches_tensorized():
     # The KeOps "online" backend (meant for large GPU batches) runs on CPU too: same divergence and
     # same gradient as the dense one, so the GPU path computes the same loss. Skips without KeOps.

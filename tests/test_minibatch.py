@@ -41,6 +41,7 @@ def test_full_minibatch_of_itself_is_zero_and_gradient_flows_through_matched_pai
     assert torch.allclose(x.grad, expected)
 
 
+@pytest.mark.heavy
 def test_incomplete_estimator_mean_equals_complete_average():
     """On tiny point sets the mean of h_1 over many random minibatch pairs equals the complete
     U-statistic (average over all C(6,3)^2 = 400 pairs): within 4 standard errors, and within 3%."""
@@ -56,6 +57,7 @@ def test_incomplete_estimator_mean_equals_complete_average():
         pytest.approx(complete, rel=0.03)
 
 
+@pytest.mark.heavy
 def test_minibatch_loss_of_a_measure_with_itself_is_positive_and_debiased_is_smaller():
     x = points(8, seed=7)
     biased = complete_minibatch_wasserstein(x, x, m=4).item()

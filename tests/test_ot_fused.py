@@ -128,6 +128,7 @@ def test_fused_leaves_what_it_does_not_cover_to_torch():
     assert torch.isnan(v).any()  # NaN propagates as in torch, for the solver's blow-up guard to see
 
 
+@pytest.mark.heavy
 def test_solver_fits_alike_on_both_kernels():
     y = torch.rand(200, 3, generator=torch.Generator().manual_seed(5))
     errs = {}

@@ -119,6 +119,7 @@ def _keops_or_skip():
         pytest.skip("pykeops not importable")
 
 
+@pytest.mark.heavy
 def test_keops_matches_torch_except_ties():
     _keops_or_skip()
     x, y, h = _problem(1000, 300, 16, 1)

@@ -31,6 +31,7 @@ def _fit(y, low, high, method):
 
 @pytest.mark.parametrize("d, method", [(1, "default"), (2, "default"), (2, "exact2d"), (3, "default"),
                                        (16, "default"), (2, "aeot"), (16, "aeot")])
+@pytest.mark.heavy
 @settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(offset=st.floats(-50, 50), log_scale=st.floats(-3, 3))
 def test_solution_does_not_depend_on_where_the_box_sits(d, method, offset, log_scale):
@@ -58,6 +59,7 @@ def test_solution_does_not_depend_on_where_the_box_sits(d, method, offset, log_s
     assert float((got - expected).abs().max()) / spread < 1e-3
 
 
+@pytest.mark.heavy
 def test_2d_default_box_8_gaussians_exact_error_within_1_percent():
     # The case: 8 Gaussian blobs inside [0.1, 0.9]^2, default box [0, 1]^2. It used to end
     # with NaN heights. The default fit in 2-D is the exact damped Newton method.
@@ -229,6 +231,7 @@ def test_format_1_checkpoint_loads_heights_and_drops_its_fit_state(tmp_path):
     assert again.fit_state is None and torch.allclose(again.heights, ot.heights)
 
 
+@pytest.mark.heavy
 def test_first_tol_check_waits_until_it_costs_a_quarter_of_the_training_samples():
     # The first adaptive check is held until the solver has drawn 1 / EVAL_FRACTION times the
     # check's samples; a check at step 5 (41k training samples here) would cost 6x the solve so far.
@@ -240,6 +243,7 @@ def test_first_tol_check_waits_until_it_costs_a_quarter_of_the_training_samples(
     assert first["step"] > 5
 
 
+@pytest.mark.heavy
 def test_each_tol_check_leaves_room_for_the_next_checks_cost():
     # After a failed check the next one waits until the evaluations, its own first stage included,
     # fit the budget: EVAL_FRACTION of the solver time, or EVAL_FRACTION_MAX where the error's decay

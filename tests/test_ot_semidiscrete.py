@@ -31,6 +31,7 @@ def test_1d_closed_form_boundaries():
     assert (bounds - ref).abs().max() < 1e-3
 
 
+@pytest.mark.heavy
 def test_2d_exact_cell_areas_by_polygon_clipping():
     torch.manual_seed(0)
     n = 200
@@ -43,6 +44,7 @@ def test_2d_exact_cell_areas_by_polygon_clipping():
     assert float(rel.max()) <= 0.02, f"max relative cell error {float(rel.max()):.4f} (mean {float(rel.mean()):.4f})"
 
 
+@pytest.mark.heavy
 def test_2d_long_run_does_not_diverge(tmp_path):
     # Regression: on 8 Gaussians (N = 1000) the sparse-Newton step used to blow up after ~550
     # steps (8% -> 190% error) once some cells lost their estimated facets. Long runs must keep
@@ -72,6 +74,7 @@ def test_blow_up_guard_restarts_from_the_best_iterate():
     assert float((mu * 100 - 1).abs().mean()) < 0.06  # 3.4% (0.3% at the default step size)
 
 
+@pytest.mark.heavy
 def test_2d_nonuniform_weights_and_box():
     torch.manual_seed(1)
     n = 60
@@ -141,6 +144,7 @@ def test_d16_n2000_heldout_error_within_noise_floor_slow():
     _check_d16(eval_samples=1 << 20, steps=150)
 
 
+@pytest.mark.heavy
 def test_d16_n2000_heldout_error_within_noise_floor():
     # Evaluation with 2^18 fresh samples: floor = 0.8 sqrt(2000 / 262144) ~ 7%; a solve must be
     # within 1.5x that floor (i.e. its own error is small next to the Monte Carlo noise).
@@ -222,6 +226,7 @@ def test_cuda_matches_cpu():
     assert (tf.assign(x.cuda()).cpu() == cpu.assign(x)).float().mean() > 0.99
 
 
+@pytest.mark.heavy
 def test_gap_statistics_every_few_steps_still_solve():
     """gap_every=8 from the first step (no warm-up): the curvature estimate comes from one step in
     eight, the masses from every step; the solve must still reach the Monte Carlo floor, and the
@@ -263,6 +268,7 @@ def _fake_clock(monkeypatch, step_cost, sample_cost: float) -> None:
     monkeypatch.setattr(UnitBoxProblem, "cell_counts", timed_cell_counts)
 
 
+@pytest.mark.heavy
 def test_time_limited_fit_predicts_its_final_evaluation_from_the_top1_steps(monkeypatch):
     """The reserve for the final evaluation is timed from the steps that score the top 1 only, as an
     evaluation does. On a fake clock (so the test does not depend on the machine's speed), a top-2
@@ -276,6 +282,7 @@ def test_time_limited_fit_predicts_its_final_evaluation_from_the_top1_steps(monk
     assert 3.5 <= report.total_time <= 4.0, (report.wall_time, report.eval_time)
 
 
+@pytest.mark.heavy
 def test_eval_share_bounds_the_final_evaluations_part_of_the_time_limit(monkeypatch):
     """eval_share is the largest part of time_limit the final evaluation may take: the solve stops
     once (1 - eval_share) of the limit has passed when eval_samples cost more than the rest, and the
@@ -318,6 +325,7 @@ def test_final_evaluation_stops_at_the_time_limit_when_it_costs_more_than_predic
     assert final["eval_samples"] == round(report.eval_time / 3e-6) < 1 << 24
 
 
+@pytest.mark.heavy
 def test_time_limited_fit_counts_its_final_evaluation():
     """With no tol and no evaluation schedule, time_limit covers the final held-out evaluation: the
     solver stops early for it (never before half the limit), and an evaluation the rest of the
