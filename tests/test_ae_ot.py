@@ -47,6 +47,7 @@ def test_fit_stores_the_solution_in_the_checkpoint(fitted):
     assert not torch.equal(restored.sample(16, seed=4), b)
 
 
+@pytest.mark.heavy
 def test_ot_eval_samples_sets_the_final_evaluation():
     """The final held-out evaluation uses ot.eval_samples (the demo's floor well below its error)."""
     codes = torch.randn(300, 8, generator=torch.Generator().manual_seed(0))
@@ -178,6 +179,7 @@ def test_extended_map_bad_arguments():
         AEOT(ot=dict(angle_threshold=0))
 
 
+@pytest.mark.heavy
 def test_toy2d_command(tmp_path):
     from ae_ot.commands import toy2d
 
@@ -204,6 +206,7 @@ def test_umap_command_writes_figure_and_scores(fitted, tmp_path):
     assert saved["gap_score_ot"] == result["gap_score_ot"] and saved["gap_score_naive"] == result["gap_score_naive"]
 
 
+@pytest.mark.cli
 def test_resume_writes_only_into_its_own_run_and_checks_the_checkpoint(fitted, tmp_path):
     """A fit resumed from another run's checkpoint leaves that file and that run untouched and
     writes its solved checkpoint into its own folder; the resume is checked against the config."""

@@ -107,6 +107,7 @@ def test_no_source_lists_all_three_and_the_fix(tmp_path, monkeypatch):
         assert needle in message
 
 
+@pytest.mark.heavy
 def test_datamodule_split_is_deterministic_and_disjoint():
     a = D.MNISTDataModule(val_size=5000, seed=3)
     b = D.MNISTDataModule(val_size=5000, seed=3)

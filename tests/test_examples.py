@@ -130,6 +130,7 @@ def test_colour_transfer_pads_the_last_block_and_averages_matches():
 
 
 # ---- Sinkhorn: the two limits ----------------------------------------------------------------------
+@pytest.mark.heavy
 def test_sinkhorn_divergence_limits_on_other_clouds():
     sk = load_example("plot_sinkhorn_ot_to_mmd")
     x, y = sk.two_clouds(80, seed=3)
@@ -239,11 +240,12 @@ def test_mlp_option_of_the_baselines():
     from ae_ot.nets import Critic, Generator, MLPCritic, MLPGenerator
 
     for cls in (WGAN, WGANGP, SinkhornGenerator, MinibatchWassersteinGenerator):
+        torch.manual_seed(0)                                       # the networks' initial weights
         model = cls(latent_dim=2, width=16, net="mlp", data_dim=3)
         assert isinstance(model.generator, MLPGenerator)
-        samples = model.sample(5, seed=0)
-        assert samples.shape == (5, 3) and (samples < 0).any()    # vectors are not clamped to [0, 1]
-        assert torch.equal(samples, model.sample(5, seed=0))
+        samples = model.sample(200, seed=0)
+        assert samples.shape == (200, 3) and (samples < 0).any()  # vectors are not clamped to [0, 1]
+        assert torch.equal(samples, model.sample(200, seed=0))
         image_model = cls(latent_dim=4, width=4)                  # the default is unchanged
         assert isinstance(image_model.generator, Generator)
         assert image_model.sample(2).shape == (2, 1, 28, 28)

@@ -75,6 +75,7 @@ def test_minibatch_loss_of_a_measure_with_itself_is_positive_and_debiased_is_sma
     assert debiased_minibatch_wasserstein(x, y, 4, 500, gen) < minibatch_wasserstein(x, y, 4, 500, gen)
 
 
+@pytest.mark.heavy
 def test_averaged_plan_marginals_are_uniform():
     x, y = points(5, seed=9), points(6, seed=10)
     plan = complete_minibatch_transport_plan(x, y, m=3)

@@ -19,6 +19,7 @@ def _problem(m=2000, n=700, d=16, seed=0):
     return torch.rand(m, d, generator=g), torch.rand(n, d, generator=g), 0.1 * torch.randn(n, generator=g)
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("tile_bytes", [None, 1 << 15, 1 << 17])
 @pytest.mark.parametrize("k", [1, 2, 7])
 def test_tiled_topk_is_exact(tile_bytes, k):

@@ -80,6 +80,7 @@ def test_2d_default_box_8_gaussians_exact_error_within_1_percent():
     assert mc.errors(exact=True)["mean_rel"] < 0.5
 
 
+@pytest.mark.heavy
 @pytest.mark.parametrize("scale, offset", [(1e6, 0.0), (1e-6, 0.0), (255.0, 0.0), (1.0, 1e3)])
 def test_targets_far_outside_or_in_a_corner_of_the_box_solve_to_the_same_cells(scale, offset):
     # Moving or scaling the targets alone adds the same <x, a> to every score (or scales them all):

@@ -15,6 +15,7 @@ def _gmm(n, d, k, seed):
     return c[lab] + 0.08 * torch.randn(n, d, generator=g)
 
 
+@pytest.mark.heavy
 def test_1d_closed_form_boundaries():
     # Uniform source on [0, 1], sorted targets: cell i is [F_{i-1}, F_i] with F the cumulative
     # weights, and the boundary between cells i and i+1 is x = (h_i - h_{i+1}) / (y_{i+1} - y_i).
@@ -62,6 +63,7 @@ def test_2d_long_run_does_not_diverge(tmp_path):
     assert errs[700] < 0.08 and errs[700] <= errs[300] * 1.05, errs
 
 
+@pytest.mark.heavy
 def test_blow_up_guard_restarts_from_the_best_iterate():
     # A step size far too large makes the iterate jump; the guard must catch it (back to the best
     # step's iterate, half the step size) and the solve must still converge.
@@ -308,6 +310,7 @@ def test_eval_share_bounds_the_final_evaluations_part_of_the_time_limit(monkeypa
             SemiDiscreteOT(y, seed=0).fit(time_limit=1.0, eval_share=bad, progress=False)
 
 
+@pytest.mark.heavy
 def test_final_evaluation_stops_at_the_time_limit_when_it_costs_more_than_predicted(monkeypatch):
     """The reserved final evaluation is drawn in chunks and stops before the next chunk would pass
     time_limit. On a fake clock a held-out sample costs 3x a top-1 step's sample (predicted: 1.2x),
@@ -342,6 +345,7 @@ def test_time_limited_fit_counts_its_final_evaluation():
     assert scheduled.wall_time >= 1.0
 
 
+@pytest.mark.heavy
 def test_unit_problem_built_block_by_block_equals_the_whole_formula():
     # The construction converts ROW_CHUNK rows to float64 at a time (N = 10^6, d = 64 used to
     # peak at 3.7 GB); with N > ROW_CHUNK every block must land in its rows, the last partial one too.
