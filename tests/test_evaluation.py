@@ -405,3 +405,24 @@ def test_aeot_knob_study_measures_resumes_and_refuses_another_study(ae_checkpoin
         knobs.main([*argv, "--seed", "1"])
     knobs.main(["plot", "--out", str(out), "--figure", str(tmp_path / "knobs.png")])
     assert (tmp_path / "knobs.png").stat().st_size > 1000
+
+
+def test_pixel_copies_count_memorised_images_and_not_new_ones():
+    """Training images returned as samples are copies; real held-out digits are copies at the
+    quantile's rate only; the threshold is the test images' own quantile."""
+    from ae_ot.evaluation.copies import nearest_training_distances, pixel_copy_rate, pixel_copy_threshold
+
+    g = torch.Generator().manual_seed(0)
+    train = torch.rand(400, 1, 6, 6, generator=g)
+    test = torch.rand(300, 1, 6, 6, generator=g)
+    memorised = train[:100] + 1e-3
+    copies = pixel_copy_rate(memorised, train, test)
+    assert copies["pixel_copies"] == 1.0 and copies["median_nn_distance"] < 0.01
+    fresh = pixel_copy_rate(torch.rand(300, 1, 6, 6, generator=g), train, test)
+    assert fresh["pixel_copies"] < 0.05
+    assert pixel_copy_rate(test, train, test)["pixel_copies"] == pytest.approx(0.01, abs=0.005)
+    assert fresh["copy_threshold"] == pytest.approx(pixel_copy_threshold(test, train))
+    exact = torch.cdist(train[:5].flatten(1), train.flatten(1), compute_mode="donot_use_mm_for_euclid_dist").min(1).values
+    assert torch.allclose(nearest_training_distances(train[:5], train), exact, atol=1e-6)
+    with pytest.raises(ValueError, match="test_images"):
+        pixel_copy_rate(memorised, train)
