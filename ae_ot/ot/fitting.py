@@ -39,6 +39,8 @@ The stop is always decided by the precise evaluation (or by exact areas in 2-D).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 import time
 import warnings
@@ -48,11 +50,13 @@ from pathlib import Path
 import torch
 
 from ae_ot.checks import UserInputError, require_in_interval, require_positive
+from ae_ot.io import read_torch_file
 from ae_ot.ot.methods import EXACT2D_MAX_TARGETS, make_method, resolve_method
 from ae_ot.ot.sources import derive_seed
 from ae_ot.ot.unit_problem import noise_floor
 
-__all__ = ["FitReport", "run_fit", "ConvergenceWarning", "SolverDivergedError", "EVAL_FRACTION", "EVAL_FRACTION_MAX",
+__all__ = ["FitReport", "run_fit", "fit_signature", "problem_fingerprint", "check_resumable",
+           "ConvergenceWarning", "SolverDivergedError", "EVAL_FRACTION", "EVAL_FRACTION_MAX",
            "ERROR_DECAY_EXPONENT", "EVAL_STREAM",
            "PRECISE_FLOOR", "SCREEN_LEVELS", "EVAL_RATE_MARGIN", "FINAL_EVAL_CHUNK"]
 
@@ -259,10 +263,17 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
 
     checkpoint = _checkpoint_path(ot, checkpoint_path)
     state, report = None, None
+    signature = None
+    if checkpoint is not None:
+        signature = fit_signature(ot, method, solver, batch_size)
     if checkpoint is not None and resume and checkpoint.exists():
-        ot.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
+        saved = read_checkpoint_for_resume(checkpoint)
+        check_resumable(saved, signature, checkpoint, max_steps)
+        ot.load_state_dict(saved)
+        del saved
         state = ot.fit_state if ot.fit_state is not None and ot.fit_state.get("method") == method else None
         report = ot.report if state is not None else None
+    ot.fit_signature = signature
     if state is None:
         state = solver.init_state(ot.unit_heights, batch_size)
     report = report or FitReport(method=method, batch_size=batch_size)
@@ -444,6 +455,83 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     if checkpoint is not None:
         ot.save(checkpoint)
     return report
+
+
+def _tensor_digest(*tensors: torch.Tensor) -> str:
+    """A 32-hex-digit digest of the dtypes, shapes and values of ``tensors``."""
+    h = hashlib.blake2b(digest_size=16)
+    for tensor in tensors:
+        tensor = tensor.detach().cpu().contiguous()
+        h.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        h.update(tensor.numpy().reshape(-1).view("uint8"))
+    return h.hexdigest()
+
+
+def problem_fingerprint(targets: torch.Tensor, weights: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> dict:
+    """Digests of a problem's ``targets``, ``weights`` (as float64) and ``box`` (low and high): a
+    checkpoint stores them so that a resume can tell, and name, what differs."""
+    return {"targets": _tensor_digest(targets), "weights": _tensor_digest(weights.double()),
+            "box": _tensor_digest(low, high)}
+
+
+def fit_signature(ot, method: str, solver, batch_size: int) -> dict:
+    """What a fit's checkpoint must agree on to be resumed: the problem's fingerprint
+    (:func:`problem_fingerprint`), the seed, the method, its options and the batch size (each
+    step's samples derive from the seed and the step, so these fix the run)."""
+    options = solver.options
+    options = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options or {})
+    return {"problem": problem_fingerprint(ot.targets, ot.unit.weights, ot.low, ot.high), "seed": int(ot.seed),
+            "method": method, "options": options, "batch_size": int(batch_size)}
+
+
+def read_checkpoint_for_resume(path: Path) -> dict:
+    """The dict of a fit checkpoint, or :class:`UserInputError` for a garbage, empty, truncated or
+    foreign file (as :meth:`SemiDiscreteOT.load` gives)."""
+    return read_torch_file(path, ("targets", "weights", "low", "high", "heights"), "SemiDiscreteOT checkpoint",
+                           "delete it or pass another checkpoint_path")
+
+
+def check_resumable(saved: dict, signature: dict, path: Path, max_steps: int) -> None:
+    """Raise :class:`UserInputError` naming what differs unless the checkpoint ``saved`` was written
+    by a fit of the same problem, seed, method, options and batch size (``signature``, see
+    :func:`fit_signature`), and holds no more than ``max_steps`` steps.
+
+    A checkpoint without a stored signature (written by :meth:`SemiDiscreteOT.save`) is checked on
+    what it holds: the problem's tensors, the seed and the method of its fit state.
+    """
+    fix = "delete it or pass another checkpoint_path"
+    stored = saved.get("fit_signature") or {}
+    problem = stored.get("problem") or problem_fingerprint(saved["targets"], saved["weights"], saved["low"],
+                                                           saved["high"])
+    for part in ("targets", "weights", "box"):
+        if problem.get(part) != signature["problem"][part]:
+            raise UserInputError(f"checkpoint {path} was written for other {part} (fingerprint "
+                                 f"{str(problem.get(part))[:8]}.. vs {signature['problem'][part][:8]}.. here); {fix}")
+    fit_state = saved.get("fit_state") if saved.get("version", 1) >= 2 else None
+    seed = stored.get("seed", saved.get("seed"))
+    if seed is not None and seed != signature["seed"]:
+        raise UserInputError(f"checkpoint {path} was written with seed={seed}, this solver has seed={signature['seed']}; "
+                             f"{fix}")
+    method = stored.get("method", (fit_state or {}).get("method"))
+    if method is not None and method != signature["method"]:
+        raise UserInputError(f"checkpoint {path} was written by method={method!r}, this fit asks for "
+                             f"method={signature['method']!r}; {fix}")
+    options = stored.get("options")
+    if options is not None and options != signature["options"]:
+        names = sorted(set(options) | set(signature["options"]))
+        differ = [f"{k}={options.get(k)!r} vs {signature['options'].get(k)!r}" for k in names
+                  if options.get(k) != signature["options"].get(k)]
+        raise UserInputError(f"checkpoint {path} was written with other options of method={method!r} "
+                             f"({', '.join(differ)} here); {fix}")
+    batch_size = stored.get("batch_size")
+    if batch_size is not None and batch_size != signature["batch_size"]:
+        raise UserInputError(f"checkpoint {path} was written with batch_size={batch_size}, this fit has "
+                             f"batch_size={signature['batch_size']}; {fix}")
+    steps = int((fit_state or {}).get("step", 0))
+    if steps > max_steps:
+        raise UserInputError(f"checkpoint {path} holds a run of {steps} steps, more than max_steps={max_steps}: "
+                             f"resuming would return that longer run's heights; pass max_steps >= {steps} to "
+                             f"continue it, or {fix} to start afresh")
 
 
 def _checkpoint_path(ot, checkpoint_path) -> Path | None:
