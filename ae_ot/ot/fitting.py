@@ -88,6 +88,10 @@ EVAL_RATE_MARGIN = 1.2
 FINAL_EVAL_CHUNK = 1 << 16
 #: blow-ups recovered from before a fit gives up
 MAX_RESTARTS = 10
+#: a fit that did not converge compares its last iterate with the heights it started from: first on
+#: this fraction of the final evaluation's samples (at least FINAL_EVAL_CHUNK), and on all of them
+#: only when that screen does not show the start to be worse (see _return_best)
+START_SCREEN_FRACTION = 1 / 16
 
 
 class ConvergenceWarning(UserWarning):
@@ -185,9 +189,9 @@ class _StagedEvaluation:
     screen at floor ~2 tol and the precise one at ~tol, a passing screen costs nothing extra).
     """
 
-    def __init__(self, evaluator: _Evaluator, state: dict):
+    def __init__(self, evaluator: _Evaluator, state: dict, heights: torch.Tensor | None = None):
         self.unit = evaluator.ot.unit
-        self.heights = evaluator.method.solution(state)
+        self.heights = evaluator.method.solution(state) if heights is None else heights
         self.generator = torch.Generator().manual_seed(derive_seed(evaluator.ot.seed, EVAL_STREAM, state["step"]))
         self.counts, self.samples = None, 0
 
@@ -274,6 +278,9 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
         state = ot.fit_state if ot.fit_state is not None and ot.fit_state.get("method") == method else None
         report = ot.report if state is not None else None
     ot.fit_signature = signature
+    # What the solver held when fit was called (the warm start, or a resumed checkpoint's heights):
+    # a fit that does not converge never returns anything worse (_return_best).
+    start = {"heights": ot.unit_heights.clone(), "step": state["step"] if state is not None else 0}
     if state is None:
         state = solver.init_state(ot.unit_heights, batch_size)
     report = report or FitReport(method=method, batch_size=batch_size)
@@ -286,6 +293,8 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     bar = _progress_bar(ot, method, report, state, max_steps, time_limit) if progress else None
     solver_time, eval_time = report.wall_time, report.eval_time  # continue the clocks of a resumed run
     last_eval = None
+    last_eval_samples = None  # held-out samples of last_eval (None: exact areas)
+    best = None  # the evaluated iterate of lowest held-out error: {"key", "heights", "step", "record"}
     pending_times = sorted(t for t in (eval_times or []) if t > solver_time)
     next_adaptive_eval = 0.0  # solver time of the next adaptive evaluation
     # When a time-limited fit ends with one held-out evaluation and nothing else (no tol, no
@@ -338,22 +347,54 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
                seconds: float | None = None) -> dict:
         """Evaluate and append to the history: ``samples`` fresh ones (default eval_samples), or
         grow ``staged`` to them, within ``seconds`` when given (``grow_within``)."""
-        nonlocal eval_time, last_eval
+        nonlocal eval_time, last_eval, last_eval_samples, best
         started = time.perf_counter()
         if staged is None:
             result = evaluate(state, kind, samples)
+            last_eval_samples = None if exact else (samples or evaluate.precise_samples)
         elif seconds is None:
             result = staged.grow_to(samples, kind)
+            last_eval_samples = staged.samples
         else:
             result = staged.grow_within(samples, kind, seconds, ot.comm)
+            last_eval_samples = staged.samples
         eval_time += time.perf_counter() - started
         if ot.comm.enabled:  # the adaptive schedule reads it: the same value on every rank
             eval_time = float(ot.comm.allreduce(torch.tensor([eval_time], dtype=torch.float64,
                                                              device=ot.comm.device()), "max")[0])
         report.eval_time = eval_time
-        report.history.append({"step": state["step"], "time": solver_time, "wall": solver_time + eval_time,
-                               "samples": state["samples"], **result})
+        entry = {"step": state["step"], "time": solver_time, "wall": solver_time + eval_time,
+                 "samples": state["samples"], **result}
+        report.history.append(entry)
         last_eval = result
+        if best is None or _error_key(result) < best["key"]:
+            best = {"key": _error_key(result), "heights": solver.solution(state).clone(), "step": state["step"],
+                    "record": entry}
+        return result
+
+    def evaluate_start(final_samples: int | None) -> dict:
+        """Held-out errors of the starting heights on as many samples as the final evaluation drew
+        (exact areas when it used them), screened first on a fraction of them: the start is
+        evaluated in full (kind "start") only when the screen (kind "start-screen") does not show it
+        to be worse than the best evaluated iterate."""
+        nonlocal eval_time
+        started = time.perf_counter()
+        if final_samples is None:
+            result = ot.unit.errors_from_measures(ot.exact_cell_measures(start["heights"]), None)
+            result["kind"] = "exact"
+        else:
+            staged = _StagedEvaluation(evaluate, state, heights=start["heights"])
+            screen = max(FINAL_EVAL_CHUNK, int(final_samples * START_SCREEN_FRACTION))
+            if screen < final_samples:
+                # within what is left of a time limit that counts the final evaluation (one chunk at least)
+                left = time_limit - solver_time - eval_time if reserve_final else math.inf
+                result = staged.grow_within(screen, "start-screen", left, ot.comm)
+            else:
+                result = None
+            if result is None or result["mean_rel_corrected"] <= SCREEN_LEVELS[0][1] * best["key"][0]:
+                result = staged.grow_to(final_samples, "start")
+        eval_time += time.perf_counter() - started
+        report.eval_time = eval_time
         return result
 
     def record_final(kind: str) -> dict:
@@ -451,7 +492,10 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     ot.unit_heights = solver.solution(state)
     if not last_eval or report.history[-1]["step"] != state["step"] or report.history[-1]["kind"] == "screen":
         record_final("final")
-    _verdict(report, tol, method)
+    note = ""
+    if not _converged(report, tol):
+        note = _return_best(ot, report, state, start, best, evaluate_start(last_eval_samples), last_eval_samples)
+    _verdict(report, tol, method, note)
     if checkpoint is not None:
         ot.save(checkpoint)
     return report
@@ -556,8 +600,15 @@ def _guard_finite(solver, state: dict, info: dict) -> None:
     info["restarted"] = True
 
 
-def _verdict(report: FitReport, tol: float | None, method: str) -> None:
-    """``converged`` and ``message`` from the stop reason and the final evaluation; warn on failure."""
+def _error_key(result: dict) -> tuple:
+    """How an evaluation ranks iterates, lowest best: the noise-corrected mean relative error (an
+    empty cell counts as a relative error of 1 in it), then the empty cells; NaN ranks last."""
+    error = result.get("mean_rel_corrected", math.nan)
+    return (error if math.isfinite(error) else math.inf, result.get("empty_cells", 0))
+
+
+def _problems(report: FitReport, tol: float | None) -> list[str]:
+    """What keeps the final evaluation from passing: an error above ``tol``, empty cells."""
     final = report.final
     error = final.get("mean_rel_corrected", float("nan"))
     empty = final.get("empty_cells", 0)
@@ -567,18 +618,62 @@ def _verdict(report: FitReport, tol: float | None, method: str) -> None:
         problems.append(f"the final {kind} mean relative error {error:.4g} is above tol={tol:g}")
     if empty:
         problems.append(f"{empty} cell(s) received no held-out sample (empty cells)")
-    stopped_by_rule = report.stop_reason in ("tol", "grad_tol", "precision")
-    report.converged = stopped_by_rule and not problems
+    return problems
+
+
+def _converged(report: FitReport, tol: float | None) -> bool:
+    """True when the stopping rule fired and the final evaluation passes (see :func:`_verdict`)."""
+    return report.stop_reason in ("tol", "grad_tol", "precision") and not _problems(report, tol)
+
+
+def _return_best(ot, report: FitReport, state: dict, start: dict, best: dict | None, start_result: dict,
+                 final_samples: int | None) -> str:
+    """After a fit that did not converge: set the solver's heights to the best of the last iterate,
+    the best evaluated iterate and the starting heights (``start_result``: evaluated on the final
+    evaluation's samples), append the returned one's record to the history (so that
+    ``report.final`` describes the heights returned), and return a note for the message ("" when
+    the last iterate is returned)."""
+    last = report.history[-1]
+    last_key = _error_key(last)
+    start_key = _error_key(start_result)
+    candidates = []
+    if best is not None and best["step"] != last["step"] and best["key"] < last_key:
+        candidates.append((best["key"], "the best evaluated iterate", best["heights"], best["step"], best["record"]))
+    if start_result.get("kind") != "start-screen" and start_key < last_key:  # a screen alone never wins
+        candidates.append((start_key, "the heights this fit started from", start["heights"], start["step"],
+                           {"time": last["time"], "wall": last["wall"], "samples": last["samples"], **start_result}))
+    if not candidates:
+        return ""
+    key, label, heights, step, record = min(candidates, key=lambda c: c[0])
+    ot.unit_heights = heights
+    report.history.append({**record, "step": step, "returned": label})
+
+    def describe(k):
+        return f"mean relative error {k[0]:.4g}, {k[1]} empty cell(s)"
+
+    return (f"returned {label} (step {step}: {describe(key)}) instead of the last iterate (step {last['step']}: "
+            f"{describe(last_key)})")
+
+
+def _verdict(report: FitReport, tol: float | None, method: str, note: str = "") -> None:
+    """``converged`` and ``message`` from the stop reason and the final evaluation; warn on failure.
+    ``note`` (which heights were returned, when not the last iterate's) ends the message."""
+    final = report.final
+    error = final.get("mean_rel_corrected", float("nan"))
+    kind = "exact" if final.get("exact") else "held-out, noise-corrected"
+    problems = _problems(report, tol)
+    report.converged = _converged(report, tol)
+    ending = f"; {note}" if note else ""
     if report.converged:
-        report.message = f"converged ({report.stop_reason}): final {kind} mean relative error {error:.4g}"
+        report.message = f"converged ({report.stop_reason}): final {kind} mean relative error {error:.4g}{ending}"
         return
     if problems:
         report.message = (f"not converged after {report.steps} steps ({report.stop_reason}): "
-                          + "; ".join(problems) + ". Fix: a larger time_limit / max_steps")
+                          + "; ".join(problems) + f"{ending}. Fix: a larger time_limit / max_steps")
         warnings.warn(f"SemiDiscreteOT.fit(method={method!r}): {report.message}", ConvergenceWarning, stacklevel=4)
     else:
         report.message = (f"no tol given: stopped by {report.stop_reason} after {report.steps} steps; "
-                          f"final {kind} mean relative error {error:.4g}")
+                          f"final {kind} mean relative error {error:.4g}{ending}")
 
 
 def _progress_bar(ot, method, report, state, max_steps, time_limit):
