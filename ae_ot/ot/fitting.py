@@ -294,6 +294,7 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     solver_time, eval_time = report.wall_time, report.eval_time  # continue the clocks of a resumed run
     last_eval = None
     last_eval_samples = None  # held-out samples of last_eval (None: exact areas)
+    last_eval_seconds = 0.0  # ... and the seconds it took
     best = None  # the evaluated iterate of lowest held-out error: {"key", "heights", "step", "record"}
     pending_times = sorted(t for t in (eval_times or []) if t > solver_time)
     next_adaptive_eval = 0.0  # solver time of the next adaptive evaluation
@@ -347,7 +348,7 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
                seconds: float | None = None) -> dict:
         """Evaluate and append to the history: ``samples`` fresh ones (default eval_samples), or
         grow ``staged`` to them, within ``seconds`` when given (``grow_within``)."""
-        nonlocal eval_time, last_eval, last_eval_samples, best
+        nonlocal eval_time, last_eval, last_eval_samples, last_eval_seconds, best
         started = time.perf_counter()
         if staged is None:
             result = evaluate(state, kind, samples)
@@ -358,7 +359,8 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
         else:
             result = staged.grow_within(samples, kind, seconds, ot.comm)
             last_eval_samples = staged.samples
-        eval_time += time.perf_counter() - started
+        last_eval_seconds = time.perf_counter() - started
+        eval_time += last_eval_seconds
         if ot.comm.enabled:  # the adaptive schedule reads it: the same value on every rank
             eval_time = float(ot.comm.allreduce(torch.tensor([eval_time], dtype=torch.float64,
                                                              device=ot.comm.device()), "max")[0])
@@ -371,6 +373,16 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
             best = {"key": _error_key(result), "heights": solver.solution(state).clone(), "step": state["step"],
                     "record": entry}
         return result
+
+    def start_affordable(final_samples: int | None) -> bool:
+        """Whether comparing the start fits in what is left of a time limit that counts the final
+        evaluation (always without one). Past the limit the start is compared all the same when the
+        last iterate has an empty cell: a late return rather than a broken solution."""
+        if not reserve_final or final_samples is None or report.final.get("empty_cells", 0):
+            return True
+        screen = max(FINAL_EVAL_CHUNK, int(final_samples * START_SCREEN_FRACTION))
+        # timed from the final evaluation's own seconds per sample
+        return solver_time + eval_time + screen * last_eval_seconds / final_samples <= time_limit
 
     def evaluate_start(final_samples: int | None) -> dict:
         """Held-out errors of the starting heights on as many samples as the final evaluation drew
@@ -494,7 +506,10 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
         record_final("final")
     note = ""
     if not _converged(report, tol):
-        note = _return_best(ot, report, state, start, best, evaluate_start(last_eval_samples), last_eval_samples)
+        if start_affordable(last_eval_samples):
+            note = _return_best(ot, report, state, start, best, evaluate_start(last_eval_samples))
+        else:
+            note = _return_best(ot, report, state, start, best, None)
     _verdict(report, tol, method, note)
     if checkpoint is not None:
         ot.save(checkpoint)
@@ -626,20 +641,21 @@ def _converged(report: FitReport, tol: float | None) -> bool:
     return report.stop_reason in ("tol", "grad_tol", "precision") and not _problems(report, tol)
 
 
-def _return_best(ot, report: FitReport, state: dict, start: dict, best: dict | None, start_result: dict,
-                 final_samples: int | None) -> str:
+def _return_best(ot, report: FitReport, state: dict, start: dict, best: dict | None,
+                 start_result: dict | None) -> str:
     """After a fit that did not converge: set the solver's heights to the best of the last iterate,
-    the best evaluated iterate and the starting heights (``start_result``: evaluated on the final
-    evaluation's samples), append the returned one's record to the history (so that
+    the best evaluated iterate and the starting heights (``start_result``: evaluated on as many
+    samples as the final evaluation; None when the time limit left no room to, and then the start
+    is not a candidate), append the returned one's record to the history (so that
     ``report.final`` describes the heights returned), and return a note for the message ("" when
     the last iterate is returned)."""
     last = report.history[-1]
     last_key = _error_key(last)
-    start_key = _error_key(start_result)
     candidates = []
     if best is not None and best["step"] != last["step"] and best["key"] < last_key:
         candidates.append((best["key"], "the best evaluated iterate", best["heights"], best["step"], best["record"]))
-    if start_result.get("kind") != "start-screen" and start_key < last_key:  # a screen alone never wins
+    start_key = _error_key(start_result) if start_result is not None else None
+    if start_key is not None and start_result["kind"] != "start-screen" and start_key < last_key:  # never a screen
         candidates.append((start_key, "the heights this fit started from", start["heights"], start["step"],
                            {"time": last["time"], "wall": last["wall"], "samples": last["samples"], **start_result}))
     if not candidates:
