@@ -62,9 +62,9 @@ def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8
     return atomic_write(path, lambda tmp: image.save(tmp, format=image_format))
 
 
-def pil_format(path: str | os.PathLike) -> str:
+def pil_format(path: str | os.PathLike, what: str = "an image to") -> str:
     """The PIL format that writes ``path``'s suffix ("PNG" for ``.png``), or :class:`UserInputError`
-    for a suffix PIL cannot write (``.npy``, none)."""
+    (naming ``what``, e.g. ``"--grid"``) for a suffix PIL cannot write (``.npy``, none)."""
     from PIL import Image
 
     Image.init()
@@ -73,7 +73,7 @@ def pil_format(path: str | os.PathLike) -> str:
     if image_format is None or image_format not in Image.SAVE:
         writable = sorted(ext for ext, fmt in Image.EXTENSION.items() if fmt in Image.SAVE and ext in
                           (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"))
-        raise UserInputError(f"cannot write an image to {path}: the suffix {suffix or '(none)'!r} is not an image "
+        raise UserInputError(f"cannot write {what} {path}: the suffix {suffix or '(none)'!r} is not an image "
                              f"format; use one of {', '.join(writable)} (e.g. {Path(path).with_suffix('.png')})")
     return image_format
 

@@ -296,7 +296,7 @@ def test_evaluate_refuses_a_grid_or_output_it_cannot_write_before_computing(tmp_
     (tmp_path / "a_file").write_text("x")
     previous = tmp_path / "m.json"
     previous.write_text("previous metrics")
-    cases = [(["--grid", str(tmp_path / "g.npy")], r"cannot write an image to .*g.npy: the suffix '.npy' is not an "
+    cases = [(["--grid", str(tmp_path / "g.npy")], r"cannot write --grid .*g.npy: the suffix '.npy' is not an "
                                                     r"image format; use one of .*\.png"),
              (["--grid", str(tmp_path / "g")], r"the suffix '\(none\)' is not an image format"),
              (["--output", str(tmp_path / "a_file" / "m.json")], r"a_file is a file, not a folder"),
@@ -445,3 +445,14 @@ def test_an_unwritable_kernel_cache_warns_once_with_the_reason(tmp_path, monkeyp
         assert cache.read_text() == "not a folder"
     finally:
         fused._library.cache_clear()  # the next user builds or loads it from the session's cache
+
+
+def test_sample_refuses_an_output_in_a_read_only_folder_before_loading(tmp_path, no_evaluation, read_only):
+    from ae_ot.commands import sample
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    read_only(folder)
+    with pytest.raises(UserInputError, match="ro is not writable") as err:
+        sample.main(["--ckpt_path", "any.ckpt", "--output", str(folder / "s.png")])
+    one_line(str(err.value))

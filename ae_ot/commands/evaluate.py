@@ -118,7 +118,7 @@ def check_outputs(output: str | None, grid: str | None) -> None:
     if output:
         check_writable_path(output, "--output")
     if grid:
-        pil_format(grid)
+        pil_format(grid, "--grid")
         check_writable_path(grid, "--grid")
 
 

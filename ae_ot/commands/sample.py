@@ -21,7 +21,8 @@ ARRAY_SUFFIXES = (".npy", ".pt")
 
 
 def check_output_path(output: str | Path) -> Path:
-    """Validate an output path before any work is done: known suffix, existing folder."""
+    """Validate an output path before any work is done: known suffix, an existing folder that can
+    be written."""
     output = Path(output)
     suffix = output.suffix.lower()
     if suffix not in IMAGE_SUFFIXES + ARRAY_SUFFIXES:
@@ -30,7 +31,9 @@ def check_output_path(output: str | Path) -> Path:
     if not output.parent.is_dir():
         raise FileNotFoundError(f"the folder of the output {output} does not exist: create it first "
                                 f"(mkdir -p {output.parent})")
-    return output
+    from ae_ot.io import check_writable_path
+
+    return check_writable_path(output, "--output")
 
 
 def write_samples(images: torch.Tensor, output: str | Path, nrow: int | None = None) -> Path:

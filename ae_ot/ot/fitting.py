@@ -110,7 +110,9 @@ class FitReport:
     wall (seconds including evaluation), samples (training samples drawn so far), kind ("screen",
     "precise", "exact", "final") and the error metrics (mean_rel, max_rel, l1, empty_cells,
     noise_floor, mean_rel_corrected, ...). ``converged`` is True only when the stopping rule fired
-    and the final evaluation has no empty cell; ``message`` says why not otherwise.
+    and the final evaluation has no empty cell; ``message`` says why not otherwise. When a fit that
+    did not converge returns heights other than its last iterate's (its start, or an earlier
+    iterate that evaluated better), the last record is theirs, with ``returned`` saying which.
     """
 
     method: str = "default"

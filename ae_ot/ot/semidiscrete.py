@@ -533,7 +533,11 @@ class SemiDiscreteOT:
             evaluation has no empty cell; otherwise ``message`` says why, and a
             :class:`~ae_ot.ot.fitting.ConvergenceWarning` is issued when a ``tol`` was missed or
             a cell is empty. Non-finite heights are never returned: the driver goes back to the
-            best iterate, or raises :class:`~ae_ot.ot.fitting.SolverDivergedError`.
+            best iterate, or raises :class:`~ae_ot.ot.fitting.SolverDivergedError`. A fit that
+            does not converge returns the best of its last iterate, its best evaluated iterate and
+            the heights it started from (the start evaluated on as many held-out samples as the
+            last iterate); when that is not the last iterate, ``report.final`` is the returned
+            heights' evaluation, its ``returned`` entry and ``message`` say which.
         """
         return run_fit(self, method=method, max_steps=max_steps, tol=tol, time_limit=time_limit,
                        batch_size=batch_size, progress=progress, callback=callback,
