@@ -116,3 +116,38 @@ def test_garbage_at_checkpoint_path_gives_the_same_error_as_load(tmp_path):
             SemiDiscreteOT(y).fit(max_steps=2, progress=False, checkpoint_path=path)
         assert str(from_load.value).split(";")[0] == str(from_fit.value).split(";")[0], name
         assert "delete it or pass another checkpoint_path" in str(from_fit.value)
+
+
+def test_a_resumed_run_compares_with_the_start_of_the_whole_run(tmp_path):
+    import warnings
+
+    import pytest
+
+    from ae_ot.ot import ConvergenceWarning, SemiDiscreteOT
+
+    # a huge step size: the last iterate ends worse than the start (test_ot_robustness.py)
+    y = torch.rand(400, 3, generator=torch.Generator().manual_seed(0))
+    fit = {"method": "default", "lr": 50.0, "batch_size": 4096, "eval_samples": 1 << 17, "progress": False,
+           "max_steps": 3, "checkpoint_every": 1}
+
+    def kill_at_step_3(record):
+        if record["step"] == 3:
+            raise KeyboardInterrupt
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        whole = SemiDiscreteOT(y, seed=0)
+        start = whole.heights.clone()
+        whole.fit(checkpoint_path=tmp_path / "whole.pt", **fit)
+        with pytest.raises(KeyboardInterrupt):  # killed after the checkpoint of step 2
+            SemiDiscreteOT(y, seed=0).fit(checkpoint_path=tmp_path / "part.pt", callback=kill_at_step_3, **fit)
+        saved = torch.load(tmp_path / "part.pt", weights_only=False)
+        assert saved["fit_state"]["step"] == 2
+        resumed = SemiDiscreteOT(y, seed=0)
+        resumed.fit(checkpoint_path=tmp_path / "part.pt", **fit)
+    assert whole.report.final["returned"] == "the heights this fit started from"
+    assert torch.equal(whole.heights, start)
+    # the start of the whole run travels in the checkpoint: the resumed run returns it too
+    assert torch.allclose(saved["fit_state"]["fit_start"]["heights"], whole.unit_heights, rtol=0, atol=1e-12)
+    assert resumed.report.final["returned"] == "the heights this fit started from"
+    assert torch.equal(resumed.heights, whole.heights)

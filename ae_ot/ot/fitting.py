@@ -280,11 +280,16 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
         state = ot.fit_state if ot.fit_state is not None and ot.fit_state.get("method") == method else None
         report = ot.report if state is not None else None
     ot.fit_signature = signature
-    # What the solver held when fit was called (the warm start, or a resumed checkpoint's heights):
-    # a fit that does not converge never returns anything worse (_return_best).
-    start = {"heights": ot.unit_heights.clone(), "step": state["step"] if state is not None else 0}
+    # What the solver held when the run began (the warm start, or the heights of an earlier fit):
+    # a fit that does not converge never returns anything worse (_return_best). It is kept in the
+    # state, with the best evaluated iterate, so that a resumed run compares what an uninterrupted
+    # one would.
     if state is None:
+        start = {"heights": ot.unit_heights.clone(), "step": 0}
         state = solver.init_state(ot.unit_heights, batch_size)
+        state["fit_start"] = start
+    else:  # a checkpoint without them: its heights are where this part of the run began
+        start = state.setdefault("fit_start", {"heights": ot.unit_heights.clone(), "step": state["step"]})
     report = report or FitReport(method=method, batch_size=batch_size)
     report.tol = tol
     ot.report, ot.fit_state = report, state
@@ -297,7 +302,7 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     last_eval = None
     last_eval_samples = None  # held-out samples of last_eval (None: exact areas)
     last_eval_seconds = 0.0  # ... and the seconds it took
-    best = None  # the evaluated iterate of lowest held-out error: {"key", "heights", "step", "record"}
+    best = state.get("fit_best")  # the evaluated iterate of lowest held-out error: {"key", "heights", "step", "record"}
     pending_times = sorted(t for t in (eval_times or []) if t > solver_time)
     next_adaptive_eval = 0.0  # solver time of the next adaptive evaluation
     # When a time-limited fit ends with one held-out evaluation and nothing else (no tol, no
@@ -371,9 +376,10 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
                  "samples": state["samples"], **result}
         report.history.append(entry)
         last_eval = result
-        if best is None or _error_key(result) < best["key"]:
+        if best is None or _error_key(result) < tuple(best["key"]):
             best = {"key": _error_key(result), "heights": solver.solution(state).clone(), "step": state["step"],
                     "record": entry}
+            state["fit_best"] = best
         return result
 
     def start_affordable(final_samples: int | None) -> bool:
@@ -654,8 +660,8 @@ def _return_best(ot, report: FitReport, state: dict, start: dict, best: dict | N
     last = report.history[-1]
     last_key = _error_key(last)
     candidates = []
-    if best is not None and best["step"] != last["step"] and best["key"] < last_key:
-        candidates.append((best["key"], "the best evaluated iterate", best["heights"], best["step"], best["record"]))
+    if best is not None and best["step"] != last["step"] and tuple(best["key"]) < last_key:
+        candidates.append((tuple(best["key"]), "the best evaluated iterate", best["heights"], best["step"], best["record"]))
     start_key = _error_key(start_result) if start_result is not None else None
     if start_key is not None and start_result["kind"] != "start-screen" and start_key < last_key:  # never a screen
         candidates.append((start_key, "the heights this fit started from", start["heights"], start["step"],
