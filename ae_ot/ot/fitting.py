@@ -368,9 +368,10 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
             last_eval_samples = staged.samples
         last_eval_seconds = time.perf_counter() - started
         eval_time += last_eval_seconds
-        if ot.comm.enabled:  # the adaptive schedule reads it: the same value on every rank
-            eval_time = float(ot.comm.allreduce(torch.tensor([eval_time], dtype=torch.float64,
-                                                             device=ot.comm.device()), "max")[0])
+        if ot.comm.enabled:  # the adaptive schedule and start_affordable read them: the same values on every rank
+            clocks = ot.comm.allreduce(torch.tensor([eval_time, last_eval_seconds], dtype=torch.float64,
+                                                    device=ot.comm.device()), "max")
+            eval_time, last_eval_seconds = float(clocks[0]), float(clocks[1])
         report.eval_time = eval_time
         entry = {"step": state["step"], "time": solver_time, "wall": solver_time + eval_time,
                  "samples": state["samples"], **result}
@@ -515,9 +516,9 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     note = ""
     if not _converged(report, tol):
         if start_affordable(last_eval_samples):
-            note = _return_best(ot, report, state, start, best, evaluate_start(last_eval_samples))
+            note = _return_best(ot, report, start, best, evaluate_start(last_eval_samples))
         else:
-            note = _return_best(ot, report, state, start, best, None)
+            note = _return_best(ot, report, start, best, None)
     _verdict(report, tol, method, note)
     if checkpoint is not None:
         ot.save(checkpoint)
@@ -649,8 +650,7 @@ def _converged(report: FitReport, tol: float | None) -> bool:
     return report.stop_reason in ("tol", "grad_tol", "precision") and not _problems(report, tol)
 
 
-def _return_best(ot, report: FitReport, state: dict, start: dict, best: dict | None,
-                 start_result: dict | None) -> str:
+def _return_best(ot, report: FitReport, start: dict, best: dict | None, start_result: dict | None) -> str:
     """After a fit that did not converge: set the solver's heights to the best of the last iterate,
     the best evaluated iterate and the starting heights (``start_result``: evaluated on as many
     samples as the final evaluation; None when the time limit left no room to, and then the start
