@@ -194,16 +194,16 @@ def test_solver_checkpoint_survives_a_full_disk(tmp_path, monkeypatch):
 # read-only folders
 # --------------------------------------------------------------------------------------------
 def test_a_read_only_folder_keeps_the_previous_file(tmp_path, read_only):
-    from ae_ot.commands.sample import write_samples
+    from ae_ot.viz import save_image_grid
 
     folder = tmp_path / "ro"
     folder.mkdir()
-    output = folder / "samples.npy"
-    output.write_bytes(b"the previous samples")
+    output = folder / "grid.png"
+    output.write_bytes(b"the previous grid")
     read_only(folder)
-    with pytest.raises(PermissionError):
-        write_samples(torch.rand(2, 1, 28, 28), output)
-    assert output.read_bytes() == b"the previous samples"
+    with pytest.raises(PermissionError):  # a writer without an up-front check: the write itself fails
+        save_image_grid(torch.rand(2, 1, 28, 28), output)
+    assert output.read_bytes() == b"the previous grid"
     assert temp_files(folder) == []
 
 
