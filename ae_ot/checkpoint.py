@@ -10,6 +10,7 @@ the generators and imports them.
 from __future__ import annotations
 
 import importlib
+import re
 from pathlib import Path
 
 import ae_ot.generators as zoo
@@ -17,7 +18,7 @@ from ae_ot.checks import UserInputError
 from ae_ot.generators.base import GenerativeModel
 from ae_ot.io import read_checkpoint
 
-__all__ = ["load_generator", "generator_class_path", "known_generators"]
+__all__ = ["load_generator", "check_generator_checkpoint", "generator_class_path", "known_generators"]
 
 
 def known_generators() -> list[str]:
@@ -66,15 +67,16 @@ def generator_class_path(checkpoint: dict, path: Path) -> str:
         "and no config.yaml in its run folder (was it written by `ae-ot fit`?)")
 
 
-def load_generator(ckpt_path: str | Path):
-    """Load the :class:`~ae_ot.generators.GenerativeModel` stored in a Lightning checkpoint, on the
-    CPU and in eval mode.
-
-    Raises FileNotFoundError for a missing file and :class:`~ae_ot.checks.UserInputError` (naming the path) for a corrupt file,
-    a checkpoint that is not Lightning's, or a class that is not a known generator.
-    """
+def check_generator_checkpoint(ckpt_path: str | Path) -> str:
+    """The class path of the generator a checkpoint holds, after the checks that need no model:
+    the file is a readable Lightning checkpoint of a known generator class. Raises as
+    :func:`load_generator` does; commands call it on every checkpoint before the work starts."""
     path = Path(ckpt_path)
-    checkpoint = read_checkpoint(path)
+    return _generator_class(read_checkpoint(path), path)[0]
+
+
+def _generator_class(checkpoint: dict, path: Path) -> tuple[str, type]:
+    """The class path and class of the generator that wrote ``checkpoint``, or UserInputError."""
     class_path = generator_class_path(checkpoint, path)
     module_name, _, class_name = class_path.rpartition(".")
     try:
@@ -90,14 +92,57 @@ def load_generator(ckpt_path: str | Path):
     if not (isinstance(cls, type) and issubclass(cls, GenerativeModel)):
         raise UserInputError(f"checkpoint {path} holds a {class_path!r}, which is not a generator of the zoo "
                              f"(not a GenerativeModel subclass); known generators: {', '.join(known_generators())}")
+    return class_path, cls
+
+
+def load_generator(ckpt_path: str | Path):
+    """Load the :class:`~ae_ot.generators.GenerativeModel` stored in a Lightning checkpoint, on the
+    CPU and in eval mode.
+
+    Raises FileNotFoundError for a missing file and :class:`~ae_ot.checks.UserInputError` (naming the path) for a corrupt file,
+    a checkpoint that is not Lightning's, a class that is not a known generator, or a checkpoint
+    that does not fit its class (weights missing or of another shape, hyper-parameters the class
+    does not take). Any other exception of ``load_from_checkpoint`` is a bug and propagates
+    unchanged.
+    """
+    path = Path(ckpt_path)
+    checkpoint = read_checkpoint(path)
+    class_path, cls = _generator_class(checkpoint, path)
     # The image channels were called "in_channels" by the autoencoder family before 2026-12; Lightning
     # drops hyper-parameters the constructor does not take, so pass the old value under its new name.
     hparams = checkpoint.get("hyper_parameters") or {}
     renamed = {"channels": hparams["in_channels"]} if "in_channels" in hparams and "channels" not in hparams else {}
+    entries = set(checkpoint)
     del checkpoint
     try:
         model = cls.load_from_checkpoint(path, map_location="cpu", **renamed)
     except Exception as err:
+        if not _is_checkpoint_mismatch(err, entries):
+            raise  # a bug: it keeps its traceback
+        why = " ".join(str(err).split())  # one line: a state_dict error lists its keys on several
         raise UserInputError(f"cannot restore {class_path} from checkpoint {path}: {type(err).__name__}: "
-                             f"{str(err)[:300]}") from err
+                             f"{why[:300]}") from err
     return model.eval()
+
+
+#: the top-level entries Lightning reads from a checkpoint
+_LIGHTNING_ENTRIES = frozenset({"pytorch-lightning_version", "state_dict", "hyper_parameters", "epoch", "global_step",
+                                "optimizer_states", "lr_schedulers", "loops", "callbacks", "hparams_name"})
+
+
+def _is_checkpoint_mismatch(err: Exception, entries: set) -> bool:
+    """Whether ``load_from_checkpoint`` failed on the checkpoint rather than on a bug: a check of
+    the saved hyper-parameters (:class:`UserInputError`), a state_dict that does not fit the class
+    (missing, unexpected or mis-shaped weights), hyper-parameters the constructor does not take
+    or lacks, or an entry Lightning needs that the file does not hold."""
+    message = str(err)
+    if isinstance(err, UserInputError):
+        return True
+    if isinstance(err, RuntimeError) and message.startswith("Error(s) in loading state_dict"):
+        return True
+    if isinstance(err, TypeError) and re.search(r"__init__\(\) (got an unexpected keyword argument|missing \d+ "
+                                                r"required)", message):
+        return True
+    if isinstance(err, KeyError) and err.args and err.args[0] in _LIGHTNING_ENTRIES and err.args[0] not in entries:
+        return True
+    return False

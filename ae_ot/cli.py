@@ -196,6 +196,7 @@ def run_lightning_cli(argv: list[str]) -> None:
     """``ae-ot fit|validate|test ARGS``. LightningCLI reads ``sys.argv`` itself; passing ``args``
     while ``sys.argv`` holds other arguments (as under pytest) makes it warn that the two may
     disagree, so the arguments go through ``sys.argv`` and ``args`` stays unset."""
+    _check_ckpt_path(argv)
     saved = sys.argv
     sys.argv = [saved[0] if saved else "ae-ot", *argv]
     try:
@@ -210,6 +211,23 @@ def run_lightning_cli(argv: list[str]) -> None:
         raise cause from None
     finally:
         sys.argv = saved
+
+
+def _check_ckpt_path(argv: list[str]) -> None:
+    """Read the ``--ckpt_path`` file (if a file is named) with :func:`ae_ot.io.read_checkpoint`
+    before Lightning starts: a truncated or foreign file is one clear error, not a traceback from
+    inside Lightning's restore. Lightning's own values (``last``, ``best``, ``hpc``, ``null``) pass."""
+    from ae_ot.io import read_checkpoint
+
+    for i, arg in enumerate(argv):
+        if arg == "--ckpt_path" and i + 1 < len(argv):
+            value = argv[i + 1]
+        elif arg.startswith("--ckpt_path="):
+            value = arg.split("=", 1)[1]
+        else:
+            continue
+        if value not in ("last", "best", "hpc", "null", "None", ""):
+            read_checkpoint(value)
 
 
 def user_error_cause(err: BaseException) -> UserInputError | None:

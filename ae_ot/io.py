@@ -21,7 +21,8 @@ import torch
 
 from ae_ot.checks import UserInputError
 
-__all__ = ["atomic_write", "atomic_torch_save", "write_json_atomic", "cache_dir", "data_digest", "read_checkpoint"]
+__all__ = ["atomic_write", "atomic_torch_save", "write_json_atomic", "cache_dir", "check_cache_dir",
+           "check_writable_path", "data_digest", "read_checkpoint"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Path:
@@ -75,6 +76,47 @@ def cache_dir() -> Path:
     MNIST): ``$AE_OT_CACHE`` if set, else ``~/.cache/ae-ot``."""
     env = os.environ.get("AE_OT_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "ae-ot"
+
+
+def check_cache_dir() -> Path:
+    """The cache folder (:func:`cache_dir`), created if needed, or :class:`UserInputError` naming
+    ``AE_OT_CACHE`` and the fix when it cannot hold files: it is a file, or a folder that cannot be
+    created or written. Call it before work whose result is to be cached (training the classifier),
+    so that the work is not lost. It writes (and removes) a probe file: permissions alone do not
+    tell, e.g. for root or on a read-only mount."""
+    path = cache_dir()
+    env = os.environ.get("AE_OT_CACHE")
+    source = f"AE_OT_CACHE={env!r}" if env else "the default, as AE_OT_CACHE is not set"
+    fix = "point AE_OT_CACHE at a writable folder (export AE_OT_CACHE=/path/to/cache)"
+    if path.exists() and not path.is_dir():
+        raise UserInputError(f"the cache folder {path} ({source}) is a file, not a folder; {fix}")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass
+    except OSError as err:
+        raise UserInputError(f"the cache folder {path} ({source}) cannot hold files ({type(err).__name__}: "
+                             f"{err.strerror or err}); {fix}") from err
+    return path
+
+
+def check_writable_path(path: str | os.PathLike, what: str) -> Path:
+    """``path`` as a :class:`Path`, or :class:`UserInputError` (naming ``what``, e.g. ``"--output"``)
+    when a file cannot be written there: it is a folder, or its nearest existing folder is a file
+    or not writable. Missing folders are fine (the writers create them); nothing is created here,
+    so a check that passes leaves no trace."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserInputError(f"{what} {path} is a folder; give a file path inside it (e.g. {path / 'out'}{path.suffix})")
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise UserInputError(f"cannot write {what} {path}: {ancestor} is a file, not a folder; give a path in a folder")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise UserInputError(f"cannot write {what} {path}: the folder {ancestor} is not writable; give a path in a "
+                             f"writable folder")
+    return path
 
 
 def data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:

@@ -16,7 +16,7 @@ import torch
 from ae_ot.checks import UserInputError
 from ae_ot.io import atomic_write
 
-__all__ = ["make_grid", "save_image_grid", "grid_to_pil", "save_figure", "quantize_png", "MAX_PICTURE_BYTES"]
+__all__ = ["make_grid", "save_image_grid", "pil_format", "grid_to_pil", "save_figure", "quantize_png", "MAX_PICTURE_BYTES"]
 
 
 def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: float = 1.0) -> torch.Tensor:
@@ -54,11 +54,28 @@ def grid_to_pil(grid: torch.Tensor, scale: int = 2):
 
 
 def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8, scale: int = 2) -> Path:
-    """Save images [B, C, H, W] in [0, 1] as one PNG grid; returns the path written."""
+    """Save images [B, C, H, W] in [0, 1] as one image grid, atomically (a failed write leaves the
+    previous file intact); the format follows the suffix (.png, .jpg, ...). Returns the path written."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    grid_to_pil(make_grid(images, nrow=nrow), scale=scale).save(path)
-    return path
+    image = grid_to_pil(make_grid(images, nrow=nrow), scale=scale)
+    image_format = pil_format(path)
+    return atomic_write(path, lambda tmp: image.save(tmp, format=image_format))
+
+
+def pil_format(path: str | os.PathLike, what: str = "an image to") -> str:
+    """The PIL format that writes ``path``'s suffix ("PNG" for ``.png``), or :class:`UserInputError`
+    (naming ``what``, e.g. ``"--grid"``) for a suffix PIL cannot write (``.npy``, none)."""
+    from PIL import Image
+
+    Image.init()
+    suffix = Path(path).suffix.lower()
+    image_format = Image.EXTENSION.get(suffix)
+    if image_format is None or image_format not in Image.SAVE:
+        writable = sorted(ext for ext, fmt in Image.EXTENSION.items() if fmt in Image.SAVE and ext in
+                          (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"))
+        raise UserInputError(f"cannot write {what} {path}: the suffix {suffix or '(none)'!r} is not an image "
+                             f"format; use one of {', '.join(writable)} (e.g. {Path(path).with_suffix('.png')})")
+    return image_format
 
 
 #: the size every picture of the project stays under

@@ -326,3 +326,51 @@ def test_rms_error_is_unbiased_at_any_sample_count_and_its_standard_error_is_rig
     # the reported standard error matches the spread between runs (within a factor 1.5)
     assert 1 / 1.5 < mean_se / float(values.std()) < 1.5, (mean_se, float(values.std()))
     assert math.isnan(ot.errors(exact=True)["rms_rel_corrected_se"])
+
+
+@pytest.mark.parametrize("d", [2, 3])  # exact areas (2-D) and Monte Carlo evaluations (3-D)
+def test_a_fit_that_ends_worse_than_it_started_returns_the_start(d):
+    # A huge step size wrecks the Newton iterates within 3 steps (most cells empty): the fit must
+    # give back the warm start, which it measured better on the same number of held-out samples.
+    ot = SemiDiscreteOT(torch.rand(400, d, generator=torch.Generator().manual_seed(0)), seed=0)
+    start = ot.heights.clone()
+    before = ot.errors(1 << 17)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        report = ot.fit(method="default", max_steps=3, lr=50.0, batch_size=4096, eval_samples=1 << 17,
+                        progress=False)
+    last = report.history[-2]
+    assert last["step"] == 3 and last["mean_rel_corrected"] > before["mean_rel_corrected"]  # the repro
+    assert torch.equal(ot.heights, start)
+    assert report.final["returned"] == "the heights this fit started from" and report.final["step"] == 0
+    assert "returned the heights this fit started from (step 0" in report.message
+    assert ot.errors(1 << 17) == before
+
+
+def test_a_fit_returns_its_best_evaluated_iterate_not_a_worse_last_one(monkeypatch):
+    real_solution = NewtonMethod.solution
+
+    def solution(self, state):  # the last step (8) goes wrong: its heights scramble the cells
+        heights = real_solution(self, state)
+        return heights + 5 * torch.rand(heights.shape, generator=torch.Generator().manual_seed(1),
+                                        dtype=heights.dtype) if state["step"] >= 8 else heights
+
+    monkeypatch.setattr(NewtonMethod, "solution", solution)
+    ot = SemiDiscreteOT(_targets(300, 3, 0), seed=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        report = ot.fit(method="default", max_steps=8, eval_every=2, eval_samples=1 << 17, batch_size=4096,
+                        progress=False)
+    by_step = {h["step"]: h for h in report.history if "returned" not in h}
+    best_step = min((2, 4, 6), key=lambda s: by_step[s]["mean_rel_corrected"])
+    assert by_step[8]["mean_rel_corrected"] > by_step[best_step]["mean_rel_corrected"]
+    assert report.final["returned"] == "the best evaluated iterate" and report.final["step"] == best_step
+    assert f"returned the best evaluated iterate (step {best_step}" in report.message
+    assert ot.errors(1 << 17)["mean_rel_corrected"] < by_step[8]["mean_rel_corrected"]
+
+
+def test_a_converged_fit_evaluates_nothing_more():
+    ot = SemiDiscreteOT(_targets(200, 3, 0), seed=0)
+    report = ot.fit(method="default", tol=0.2, eval_samples=1 << 18, progress=False)
+    assert report.converged and "returned" not in report.message
+    assert not any("returned" in h or h["kind"].startswith("start") for h in report.history)

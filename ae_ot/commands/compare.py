@@ -173,9 +173,10 @@ def check_arguments(args) -> list[TrainEntry]:
     check_num_samples(args.num_samples)
     check_budget(args.budget_minutes)
     check_num_checkpoints(args.num_checkpoints)
-    for path in args.ckpt_paths:
-        if not Path(path).exists():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
+    from ae_ot.checkpoint import check_generator_checkpoint
+
+    for path in args.ckpt_paths:  # every one readable, of a known generator, before the first is evaluated
+        check_generator_checkpoint(path)
     total = len(args.ckpt_paths) + len(args.train_configs)
     if args.names is not None and len(args.names) != total:
         raise UserInputError(f"--names gives {len(args.names)} names for {total} generators; give one per checkpoint "

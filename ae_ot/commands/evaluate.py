@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Literal
@@ -16,7 +15,8 @@ from typing import Literal
 from ae_ot.checks import UserInputError
 from ae_ot.commands.parsing import CommandParser, function_parser, run_function
 
-__all__ = ["main", "evaluate", "build_parser", "evaluate_checkpoint", "evaluate_real", "format_report", "finish_result"]
+__all__ = ["main", "evaluate", "build_parser", "evaluate_checkpoint", "evaluate_real", "format_report", "finish_result",
+           "check_outputs"]
 
 DESCRIPTION = ("Evaluate a generator on the project's MNIST classifier features: FID (MNIST classifier features), "
                "precision/recall (k=3), density/coverage (k=5), modes covered, KL to uniform, mean confidence, "
@@ -108,6 +108,20 @@ def format_report(result: dict) -> str:
     return "\n".join(lines)
 
 
+def check_outputs(output: str | None, grid: str | None) -> None:
+    """Refuse, before any work, an ``output`` or ``grid`` path that cannot be written (a folder, a
+    file where a folder should be, a read-only folder) and a ``grid`` whose suffix is not an image
+    format (see :func:`ae_ot.viz.pil_format`)."""
+    from ae_ot.io import check_writable_path
+    from ae_ot.viz import pil_format
+
+    if output:
+        check_writable_path(output, "--output")
+    if grid:
+        pil_format(grid, "--grid")
+        check_writable_path(grid, "--grid")
+
+
 def evaluate(ckpt_path: str | None = None, real: Literal["test", "train"] | None = None, num_samples: int = 10000,
              seed: int = 0, output: str | None = None, grid: str | None = None, stacked: bool = False,
              no_progress: bool = False) -> dict:
@@ -146,6 +160,7 @@ def evaluate(ckpt_path: str | None = None, real: Literal["test", "train"] | None
                              f"(real MNIST images), got ckpt_path={ckpt_path!r}, real={real!r}")
     if stacked and not real:
         raise UserInputError("--stacked only applies with --real (a generator's channel count decides by itself)")
+    check_outputs(output, grid)
     if ckpt_path:
         result, samples = evaluate_checkpoint(ckpt_path, num_samples, seed, progress=not no_progress,
                                               return_samples=True)
@@ -154,10 +169,9 @@ def evaluate(ckpt_path: str | None = None, real: Literal["test", "train"] | None
                                         return_samples=True)
     print(format_report(result))
     if output:
-        out = Path(output)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2))
-        print(f"metrics written to {out}")
+        from ae_ot.io import write_json_atomic
+
+        print(f"metrics written to {write_json_atomic(result, output)}")
     if grid:
         from ae_ot.viz import save_image_grid
 

@@ -21,7 +21,8 @@ ARRAY_SUFFIXES = (".npy", ".pt")
 
 
 def check_output_path(output: str | Path) -> Path:
-    """Validate an output path before any work is done: known suffix, existing folder."""
+    """Validate an output path before any work is done: known suffix, an existing folder that can
+    be written."""
     output = Path(output)
     suffix = output.suffix.lower()
     if suffix not in IMAGE_SUFFIXES + ARRAY_SUFFIXES:
@@ -30,19 +31,28 @@ def check_output_path(output: str | Path) -> Path:
     if not output.parent.is_dir():
         raise FileNotFoundError(f"the folder of the output {output} does not exist: create it first "
                                 f"(mkdir -p {output.parent})")
-    return output
+    from ae_ot.io import check_writable_path
+
+    return check_writable_path(output, "--output")
 
 
 def write_samples(images: torch.Tensor, output: str | Path, nrow: int | None = None) -> Path:
-    """Write images [n, C, 28, 28] in [0, 1]: a grid for .png/.jpg, the array for .npy/.pt."""
+    """Write images [n, C, 28, 28] in [0, 1]: a grid for .png/.jpg, the array for .npy/.pt.
+
+    The write is atomic: a failure (a full disk, a kill) leaves the previous ``output`` intact and
+    no temporary file behind.
+    """
+    from ae_ot.io import atomic_write
     from ae_ot.viz import save_image_grid
 
     output = check_output_path(output)
     suffix = output.suffix.lower()
+    # Atomic (ae_ot.io.atomic_write): a full disk or a kill mid-write leaves the previous file whole.
     if suffix == ".npy":
-        np.save(output, images.numpy().astype(np.float32))
+        array = images.numpy().astype(np.float32)
+        atomic_write(output, lambda tmp: np.save(tmp, array))
     elif suffix == ".pt":
-        torch.save(images.float(), output)
+        atomic_write(output, lambda tmp: torch.save(images.float(), tmp))
     else:
         save_image_grid(images, output, nrow=nrow or max(1, int(round(images.shape[0] ** 0.5))))
     return output

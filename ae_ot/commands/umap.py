@@ -135,6 +135,10 @@ def umap_figure(ckpt_path: str, output: str = "umap.png", num_codes: int = 10000
         raise UserInputError(f"unknown figure suffix {output.suffix!r}: use .png, .jpg, .pdf or .svg")
     if not output.parent.is_dir():
         raise FileNotFoundError(f"the folder of the output {output} does not exist: create it first")
+    from ae_ot.io import check_writable_path
+
+    check_writable_path(output, "--output")  # the figure and its .json, before the encoding and UMAP
+    check_writable_path(output.with_suffix(".json"), "the scores file of --output")
 
     from ae_ot.checkpoint import load_generator
     from ae_ot.datasets import load_mnist

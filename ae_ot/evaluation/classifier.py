@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ae_ot.checks import UserInputError
-from ae_ot.io import atomic_torch_save, cache_dir, data_digest
+from ae_ot.io import atomic_torch_save, cache_dir, check_cache_dir, data_digest
 from ae_ot.nets import to_channels_last
 
 __all__ = [
@@ -215,6 +215,7 @@ def get_classifier(train_if_missing: bool = True, progress: bool = True, splits=
             raise FileNotFoundError(
                 f"no trained MNIST feature classifier at {path}; run `ae-ot train-classifier` first "
                 "(about 1-2 minutes on a 2-core CPU)")
+        check_cache_dir()  # a cache that cannot hold the weights is refused before the training, not after
         model, info = train_classifier(splits, epochs=epochs, subset=subset, progress=progress)
         atomic_torch_save({"key": key, "state_dict": model.state_dict(), "info": info}, path)
         model.info = info

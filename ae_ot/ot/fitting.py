@@ -39,6 +39,8 @@ The stop is always decided by the precise evaluation (or by exact areas in 2-D).
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import math
 import time
 import warnings
@@ -48,11 +50,13 @@ from pathlib import Path
 import torch
 
 from ae_ot.checks import UserInputError, require_in_interval, require_positive
+from ae_ot.io import read_torch_file
 from ae_ot.ot.methods import EXACT2D_MAX_TARGETS, make_method, resolve_method
 from ae_ot.ot.sources import derive_seed
 from ae_ot.ot.unit_problem import noise_floor
 
-__all__ = ["FitReport", "run_fit", "ConvergenceWarning", "SolverDivergedError", "EVAL_FRACTION", "EVAL_FRACTION_MAX",
+__all__ = ["FitReport", "run_fit", "fit_signature", "problem_fingerprint", "check_resumable",
+           "ConvergenceWarning", "SolverDivergedError", "EVAL_FRACTION", "EVAL_FRACTION_MAX",
            "ERROR_DECAY_EXPONENT", "EVAL_STREAM",
            "PRECISE_FLOOR", "SCREEN_LEVELS", "EVAL_RATE_MARGIN", "FINAL_EVAL_CHUNK"]
 
@@ -84,6 +88,10 @@ EVAL_RATE_MARGIN = 1.2
 FINAL_EVAL_CHUNK = 1 << 16
 #: blow-ups recovered from before a fit gives up
 MAX_RESTARTS = 10
+#: a fit that did not converge compares its last iterate with the heights it started from: first on
+#: this fraction of the final evaluation's samples (at least FINAL_EVAL_CHUNK), and on all of them
+#: only when that screen does not show the start to be worse (see _return_best)
+START_SCREEN_FRACTION = 1 / 16
 
 
 class ConvergenceWarning(UserWarning):
@@ -102,7 +110,9 @@ class FitReport:
     wall (seconds including evaluation), samples (training samples drawn so far), kind ("screen",
     "precise", "exact", "final") and the error metrics (mean_rel, max_rel, l1, empty_cells,
     noise_floor, mean_rel_corrected, ...). ``converged`` is True only when the stopping rule fired
-    and the final evaluation has no empty cell; ``message`` says why not otherwise.
+    and the final evaluation has no empty cell; ``message`` says why not otherwise. When a fit that
+    did not converge returns heights other than its last iterate's (its start, or an earlier
+    iterate that evaluated better), the last record is theirs, with ``returned`` saying which.
     """
 
     method: str = "default"
@@ -182,9 +192,9 @@ class _StagedEvaluation:
     screen at floor ~2 tol and the precise one at ~tol, a passing screen costs nothing extra).
     """
 
-    def __init__(self, evaluator: _Evaluator, state: dict):
+    def __init__(self, evaluator: _Evaluator, state: dict, heights: torch.Tensor | None = None):
         self.unit = evaluator.ot.unit
-        self.heights = evaluator.method.solution(state)
+        self.heights = evaluator.method.solution(state) if heights is None else heights
         self.generator = torch.Generator().manual_seed(derive_seed(evaluator.ot.seed, EVAL_STREAM, state["step"]))
         self.counts, self.samples = None, 0
 
@@ -260,12 +270,27 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
 
     checkpoint = _checkpoint_path(ot, checkpoint_path)
     state, report = None, None
+    signature = None
+    if checkpoint is not None:
+        signature = fit_signature(ot, method, solver, batch_size)
     if checkpoint is not None and resume and checkpoint.exists():
-        ot.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=False))
+        saved = read_checkpoint_for_resume(checkpoint)
+        check_resumable(saved, signature, checkpoint, max_steps)
+        ot.load_state_dict(saved)
+        del saved
         state = ot.fit_state if ot.fit_state is not None and ot.fit_state.get("method") == method else None
         report = ot.report if state is not None else None
+    ot.fit_signature = signature
+    # What the solver held when the run began (the warm start, or the heights of an earlier fit):
+    # a fit that does not converge never returns anything worse (_return_best). It is kept in the
+    # state, with the best evaluated iterate, so that a resumed run compares what an uninterrupted
+    # one would.
     if state is None:
+        start = {"heights": ot.unit_heights.clone(), "step": 0}
         state = solver.init_state(ot.unit_heights, batch_size)
+        state["fit_start"] = start
+    else:  # a checkpoint without them: its heights are where this part of the run began
+        start = state.setdefault("fit_start", {"heights": ot.unit_heights.clone(), "step": state["step"]})
     report = report or FitReport(method=method, batch_size=batch_size)
     report.tol = tol
     report.kernel = solver.kernel()
@@ -277,6 +302,9 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     bar = _progress_bar(ot, method, report, state, max_steps, time_limit) if progress else None
     solver_time, eval_time = report.wall_time, report.eval_time  # continue the clocks of a resumed run
     last_eval = None
+    last_eval_samples = None  # held-out samples of last_eval (None: exact areas)
+    last_eval_seconds = 0.0  # ... and the seconds it took
+    best = state.get("fit_best")  # the evaluated iterate of lowest held-out error: {"key", "heights", "step", "record"}
     pending_times = sorted(t for t in (eval_times or []) if t > solver_time)
     next_adaptive_eval = 0.0  # solver time of the next adaptive evaluation
     # When a time-limited fit ends with one held-out evaluation and nothing else (no tol, no
@@ -329,22 +357,67 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
                seconds: float | None = None) -> dict:
         """Evaluate and append to the history: ``samples`` fresh ones (default eval_samples), or
         grow ``staged`` to them, within ``seconds`` when given (``grow_within``)."""
-        nonlocal eval_time, last_eval
+        nonlocal eval_time, last_eval, last_eval_samples, last_eval_seconds, best
         started = time.perf_counter()
         if staged is None:
             result = evaluate(state, kind, samples)
+            last_eval_samples = None if exact else (samples or evaluate.precise_samples)
         elif seconds is None:
             result = staged.grow_to(samples, kind)
+            last_eval_samples = staged.samples
         else:
             result = staged.grow_within(samples, kind, seconds, ot.comm)
-        eval_time += time.perf_counter() - started
-        if ot.comm.enabled:  # the adaptive schedule reads it: the same value on every rank
-            eval_time = float(ot.comm.allreduce(torch.tensor([eval_time], dtype=torch.float64,
-                                                             device=ot.comm.device()), "max")[0])
+            last_eval_samples = staged.samples
+        last_eval_seconds = time.perf_counter() - started
+        eval_time += last_eval_seconds
+        if ot.comm.enabled:  # the adaptive schedule and start_affordable read them: the same values on every rank
+            clocks = ot.comm.allreduce(torch.tensor([eval_time, last_eval_seconds], dtype=torch.float64,
+                                                    device=ot.comm.device()), "max")
+            eval_time, last_eval_seconds = float(clocks[0]), float(clocks[1])
         report.eval_time = eval_time
-        report.history.append({"step": state["step"], "time": solver_time, "wall": solver_time + eval_time,
-                               "samples": state["samples"], **result})
+        entry = {"step": state["step"], "time": solver_time, "wall": solver_time + eval_time,
+                 "samples": state["samples"], **result}
+        report.history.append(entry)
         last_eval = result
+        if best is None or _error_key(result) < tuple(best["key"]):
+            best = {"key": _error_key(result), "heights": solver.solution(state).clone(), "step": state["step"],
+                    "record": entry}
+            state["fit_best"] = best
+        return result
+
+    def start_affordable(final_samples: int | None) -> bool:
+        """Whether comparing the start fits in what is left of a time limit that counts the final
+        evaluation (always without one). Past the limit the start is compared all the same when the
+        last iterate has an empty cell: a late return rather than a broken solution."""
+        if not reserve_final or final_samples is None or report.final.get("empty_cells", 0):
+            return True
+        screen = max(FINAL_EVAL_CHUNK, int(final_samples * START_SCREEN_FRACTION))
+        # timed from the final evaluation's own seconds per sample
+        return solver_time + eval_time + screen * last_eval_seconds / final_samples <= time_limit
+
+    def evaluate_start(final_samples: int | None) -> dict:
+        """Held-out errors of the starting heights on as many samples as the final evaluation drew
+        (exact areas when it used them), screened first on a fraction of them: the start is
+        evaluated in full (kind "start") only when the screen (kind "start-screen") does not show it
+        to be worse than the best evaluated iterate."""
+        nonlocal eval_time
+        started = time.perf_counter()
+        if final_samples is None:
+            result = ot.unit.errors_from_measures(ot.exact_cell_measures(start["heights"]), None)
+            result["kind"] = "exact"
+        else:
+            staged = _StagedEvaluation(evaluate, state, heights=start["heights"])
+            screen = max(FINAL_EVAL_CHUNK, int(final_samples * START_SCREEN_FRACTION))
+            if screen < final_samples:
+                # within what is left of a time limit that counts the final evaluation (one chunk at least)
+                left = time_limit - solver_time - eval_time if reserve_final else math.inf
+                result = staged.grow_within(screen, "start-screen", left, ot.comm)
+            else:
+                result = None
+            if result is None or result["mean_rel_corrected"] <= SCREEN_LEVELS[0][1] * best["key"][0]:
+                result = staged.grow_to(final_samples, "start")
+        eval_time += time.perf_counter() - started
+        report.eval_time = eval_time
         return result
 
     def record_final(kind: str) -> dict:
@@ -442,10 +515,93 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     ot.unit_heights = solver.solution(state)
     if not last_eval or report.history[-1]["step"] != state["step"] or report.history[-1]["kind"] == "screen":
         record_final("final")
-    _verdict(report, tol, method)
+    note = ""
+    if not _converged(report, tol):
+        if start_affordable(last_eval_samples):
+            note = _return_best(ot, report, start, best, evaluate_start(last_eval_samples))
+        else:
+            note = _return_best(ot, report, start, best, None)
+    _verdict(report, tol, method, note)
     if checkpoint is not None:
         ot.save(checkpoint)
     return report
+
+
+def _tensor_digest(*tensors: torch.Tensor) -> str:
+    """A 32-hex-digit digest of the dtypes, shapes and values of ``tensors``."""
+    h = hashlib.blake2b(digest_size=16)
+    for tensor in tensors:
+        tensor = tensor.detach().cpu().contiguous()
+        h.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
+        h.update(tensor.numpy().reshape(-1).view("uint8"))
+    return h.hexdigest()
+
+
+def problem_fingerprint(targets: torch.Tensor, weights: torch.Tensor, low: torch.Tensor, high: torch.Tensor) -> dict:
+    """Digests of a problem's ``targets``, ``weights`` (as float64) and ``box`` (low and high): a
+    checkpoint stores them so that a resume can tell, and name, what differs."""
+    return {"targets": _tensor_digest(targets), "weights": _tensor_digest(weights.double()),
+            "box": _tensor_digest(low, high)}
+
+
+def fit_signature(ot, method: str, solver, batch_size: int) -> dict:
+    """What a fit's checkpoint must agree on to be resumed: the problem's fingerprint
+    (:func:`problem_fingerprint`), the seed, the method, its options and the batch size (each
+    step's samples derive from the seed and the step, so these fix the run)."""
+    options = solver.options
+    options = dataclasses.asdict(options) if dataclasses.is_dataclass(options) else dict(options or {})
+    return {"problem": problem_fingerprint(ot.targets, ot.unit.weights, ot.low, ot.high), "seed": int(ot.seed),
+            "method": method, "options": options, "batch_size": int(batch_size)}
+
+
+def read_checkpoint_for_resume(path: Path) -> dict:
+    """The dict of a fit checkpoint, or :class:`UserInputError` for a garbage, empty, truncated or
+    foreign file (as :meth:`SemiDiscreteOT.load` gives)."""
+    return read_torch_file(path, ("targets", "weights", "low", "high", "heights"), "SemiDiscreteOT checkpoint",
+                           "delete it or pass another checkpoint_path")
+
+
+def check_resumable(saved: dict, signature: dict, path: Path, max_steps: int) -> None:
+    """Raise :class:`UserInputError` naming what differs unless the checkpoint ``saved`` was written
+    by a fit of the same problem, seed, method, options and batch size (``signature``, see
+    :func:`fit_signature`), and holds no more than ``max_steps`` steps.
+
+    A checkpoint without a stored signature (written by :meth:`SemiDiscreteOT.save`) is checked on
+    what it holds: the problem's tensors, the seed and the method of its fit state.
+    """
+    fix = "delete it or pass another checkpoint_path"
+    stored = saved.get("fit_signature") or {}
+    problem = stored.get("problem") or problem_fingerprint(saved["targets"], saved["weights"], saved["low"],
+                                                           saved["high"])
+    for part in ("targets", "weights", "box"):
+        if problem.get(part) != signature["problem"][part]:
+            raise UserInputError(f"checkpoint {path} was written for other {part} (fingerprint "
+                                 f"{str(problem.get(part))[:8]}.. vs {signature['problem'][part][:8]}.. here); {fix}")
+    fit_state = saved.get("fit_state") if saved.get("version", 1) >= 2 else None
+    seed = stored.get("seed", saved.get("seed"))
+    if seed is not None and seed != signature["seed"]:
+        raise UserInputError(f"checkpoint {path} was written with seed={seed}, this solver has seed={signature['seed']}; "
+                             f"{fix}")
+    method = stored.get("method", (fit_state or {}).get("method"))
+    if method is not None and method != signature["method"]:
+        raise UserInputError(f"checkpoint {path} was written by method={method!r}, this fit asks for "
+                             f"method={signature['method']!r}; {fix}")
+    options = stored.get("options")
+    if options is not None and options != signature["options"]:
+        names = sorted(set(options) | set(signature["options"]))
+        differ = [f"{k}={options.get(k)!r} vs {signature['options'].get(k)!r}" for k in names
+                  if options.get(k) != signature["options"].get(k)]
+        raise UserInputError(f"checkpoint {path} was written with other options of method={method!r} "
+                             f"({', '.join(differ)} here); {fix}")
+    batch_size = stored.get("batch_size")
+    if batch_size is not None and batch_size != signature["batch_size"]:
+        raise UserInputError(f"checkpoint {path} was written with batch_size={batch_size}, this fit has "
+                             f"batch_size={signature['batch_size']}; {fix}")
+    steps = int((fit_state or {}).get("step", 0))
+    if steps > max_steps:
+        raise UserInputError(f"checkpoint {path} holds a run of {steps} steps, more than max_steps={max_steps}: "
+                             f"resuming would return that longer run's heights; pass max_steps >= {steps} to "
+                             f"continue it, or {fix} to start afresh")
 
 
 def _checkpoint_path(ot, checkpoint_path) -> Path | None:
@@ -470,8 +626,15 @@ def _guard_finite(solver, state: dict, info: dict) -> None:
     info["restarted"] = True
 
 
-def _verdict(report: FitReport, tol: float | None, method: str) -> None:
-    """``converged`` and ``message`` from the stop reason and the final evaluation; warn on failure."""
+def _error_key(result: dict) -> tuple:
+    """How an evaluation ranks iterates, lowest best: the noise-corrected mean relative error (an
+    empty cell counts as a relative error of 1 in it), then the empty cells; NaN ranks last."""
+    error = result.get("mean_rel_corrected", math.nan)
+    return (error if math.isfinite(error) else math.inf, result.get("empty_cells", 0))
+
+
+def _problems(report: FitReport, tol: float | None) -> list[str]:
+    """What keeps the final evaluation from passing: an error above ``tol``, empty cells."""
     final = report.final
     error = final.get("mean_rel_corrected", float("nan"))
     empty = final.get("empty_cells", 0)
@@ -481,18 +644,62 @@ def _verdict(report: FitReport, tol: float | None, method: str) -> None:
         problems.append(f"the final {kind} mean relative error {error:.4g} is above tol={tol:g}")
     if empty:
         problems.append(f"{empty} cell(s) received no held-out sample (empty cells)")
-    stopped_by_rule = report.stop_reason in ("tol", "grad_tol", "precision")
-    report.converged = stopped_by_rule and not problems
+    return problems
+
+
+def _converged(report: FitReport, tol: float | None) -> bool:
+    """True when the stopping rule fired and the final evaluation passes (see :func:`_verdict`)."""
+    return report.stop_reason in ("tol", "grad_tol", "precision") and not _problems(report, tol)
+
+
+def _return_best(ot, report: FitReport, start: dict, best: dict | None, start_result: dict | None) -> str:
+    """After a fit that did not converge: set the solver's heights to the best of the last iterate,
+    the best evaluated iterate and the starting heights (``start_result``: evaluated on as many
+    samples as the final evaluation; None when the time limit left no room to, and then the start
+    is not a candidate), append the returned one's record to the history (so that
+    ``report.final`` describes the heights returned), and return a note for the message ("" when
+    the last iterate is returned)."""
+    last = report.history[-1]
+    last_key = _error_key(last)
+    candidates = []
+    if best is not None and best["step"] != last["step"] and tuple(best["key"]) < last_key:
+        candidates.append((tuple(best["key"]), "the best evaluated iterate", best["heights"], best["step"], best["record"]))
+    start_key = _error_key(start_result) if start_result is not None else None
+    if start_key is not None and start_result["kind"] != "start-screen" and start_key < last_key:  # never a screen
+        candidates.append((start_key, "the heights this fit started from", start["heights"], start["step"],
+                           {"time": last["time"], "wall": last["wall"], "samples": last["samples"], **start_result}))
+    if not candidates:
+        return ""
+    key, label, heights, step, record = min(candidates, key=lambda c: c[0])
+    ot.unit_heights = heights
+    report.history.append({**record, "step": step, "returned": label})
+
+    def describe(k):
+        return f"mean relative error {k[0]:.4g}, {k[1]} empty cell(s)"
+
+    return (f"returned {label} (step {step}: {describe(key)}) instead of the last iterate (step {last['step']}: "
+            f"{describe(last_key)})")
+
+
+def _verdict(report: FitReport, tol: float | None, method: str, note: str = "") -> None:
+    """``converged`` and ``message`` from the stop reason and the final evaluation; warn on failure.
+    ``note`` (which heights were returned, when not the last iterate's) ends the message."""
+    final = report.final
+    error = final.get("mean_rel_corrected", float("nan"))
+    kind = "exact" if final.get("exact") else "held-out, noise-corrected"
+    problems = _problems(report, tol)
+    report.converged = _converged(report, tol)
+    ending = f"; {note}" if note else ""
     if report.converged:
-        report.message = f"converged ({report.stop_reason}): final {kind} mean relative error {error:.4g}"
+        report.message = f"converged ({report.stop_reason}): final {kind} mean relative error {error:.4g}{ending}"
         return
     if problems:
         report.message = (f"not converged after {report.steps} steps ({report.stop_reason}): "
-                          + "; ".join(problems) + ". Fix: a larger time_limit / max_steps")
+                          + "; ".join(problems) + f"{ending}. Fix: a larger time_limit / max_steps")
         warnings.warn(f"SemiDiscreteOT.fit(method={method!r}): {report.message}", ConvergenceWarning, stacklevel=4)
     else:
         report.message = (f"no tol given: stopped by {report.stop_reason} after {report.steps} steps; "
-                          f"final {kind} mean relative error {error:.4g}")
+                          f"final {kind} mean relative error {error:.4g}{ending}")
 
 
 def _progress_bar(ot, method, report, state, max_steps, time_limit):

@@ -27,6 +27,7 @@ import platform
 import shutil
 import subprocess
 import tempfile
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -70,6 +71,10 @@ def _cpu_key() -> str:
     return platform.machine() + platform.processor() + flags
 
 
+class _CacheError(OSError):
+    """The kernel cache folder cannot hold the compiled library."""
+
+
 def _build(compiler: str) -> Path:
     # What the binary depends on besides the flags: the source, the compiler and the CPU.
     depends = SOURCE.read_bytes() + subprocess.run([compiler, "--version"], capture_output=True,
@@ -81,10 +86,14 @@ def _build(compiler: str) -> Path:
         target = folder / f"fused_topk-{key}.so"
         if target.exists():
             return target
-        folder.mkdir(parents=True, exist_ok=True)
-        # Build into a temporary name, then rename: processes that build at once (DDP ranks) never
-        # load a half-written library.
-        fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            # Build into a temporary name, then rename: processes that build at once (DDP ranks) never
+            # load a half-written library.
+            fd, tmp = tempfile.mkstemp(suffix=".so", dir=folder)
+        except OSError as err:
+            raise _CacheError(f"the kernel cache {folder} cannot hold files ({type(err).__name__}: "
+                              f"{err.strerror or err}); point AE_OT_CACHE at a writable folder") from err
         os.close(fd)
         cmd = [compiler, *flags, "-shared", "-fPIC", "-o", tmp, str(SOURCE)]
         proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -111,7 +120,15 @@ def _library():
             path.unlink(missing_ok=True)
             lib = ctypes.CDLL(str(_build(compiler)))
     except (OSError, RuntimeError, subprocess.SubprocessError) as err:
-        return None, f"building {SOURCE.name} failed:\n{err}"
+        why = f"building {SOURCE.name} failed:\n{err}"
+        # Said once per process (this function is cached): without it "auto" would fall back to the
+        # slower torch kernel without a word.
+        summary = " ".join(str(err).split())[:300]
+        if not isinstance(err, _CacheError):
+            summary = f"building {SOURCE.name} failed ({summary})"
+        warnings.warn(f"the fused CPU kernel is off, backend='auto' uses the slower torch kernel: {summary}",
+                      RuntimeWarning, stacklevel=2)
+        return None, why
     fn = lib.ae_ot_fused_topk
     fn.restype = ctypes.c_int
     fn.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p, ctypes.c_void_p,

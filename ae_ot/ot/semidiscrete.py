@@ -129,6 +129,8 @@ class SemiDiscreteOT:
         self._unit_heights = self.unit.voronoi_heights()  # warm start: nearest-neighbour cells
         self.report: FitReport | None = None
         self.fit_state: dict | None = None
+        #: what a checkpoint of the current fit must agree on to be resumed (see ae_ot.ot.fitting.fit_signature)
+        self.fit_signature: dict | None = None
 
     # ---- construction ----------------------------------------------------------------------------
     def _check_weights(self, weights, n_local: int, device) -> torch.Tensor:
@@ -399,6 +401,7 @@ class SemiDiscreteOT:
             "seed": self.seed, "backend": self._backend_arg, "precision": self.precision,
             "report": self.report.to_dict() if self.report else None,
             "fit_state": _to_device(self.fit_state, "cpu"),
+            "fit_signature": self.fit_signature,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -420,6 +423,7 @@ class SemiDiscreteOT:
         self.heights = state["heights"]
         self.report = FitReport.from_dict(state["report"]) if state.get("report") else None
         self.fit_state = _to_device(state.get("fit_state"), self.device)
+        self.fit_signature = state.get("fit_signature")
         if version < 2 and self.fit_state is not None:
             warnings.warn("this checkpoint was written by ae-ot's format-1 solver: its heights are loaded, "
                           "but its fit state cannot be resumed; the next fit starts a new run",
@@ -489,7 +493,10 @@ class SemiDiscreteOT:
             Checkpoint written atomically every ``checkpoint_every`` steps and at the end. If it
             exists when ``fit`` starts (and ``resume``), the run continues from it: each step's
             samples derive from (seed, step), so an interrupted and resumed run ends with the same
-            heights as an uninterrupted one.
+            heights as an uninterrupted one. A checkpoint of another problem (targets, weights or
+            box), seed, method, options or batch size, one that holds more steps than
+            ``max_steps``, or a file that is not a checkpoint raises
+            :class:`~ae_ot.checks.UserInputError` naming what differs: it is never silently resumed.
         eval_every : int, optional
             Evaluate every this many steps. Default: with ``tol``, an adaptive schedule that keeps
             the evaluations under a quarter of the solver time (a cheap screening evaluation, and a
@@ -526,7 +533,11 @@ class SemiDiscreteOT:
             evaluation has no empty cell; otherwise ``message`` says why, and a
             :class:`~ae_ot.ot.fitting.ConvergenceWarning` is issued when a ``tol`` was missed or
             a cell is empty. Non-finite heights are never returned: the driver goes back to the
-            best iterate, or raises :class:`~ae_ot.ot.fitting.SolverDivergedError`.
+            best iterate, or raises :class:`~ae_ot.ot.fitting.SolverDivergedError`. A fit that
+            does not converge returns the best of its last iterate, its best evaluated iterate and
+            the heights it started from (the start evaluated on as many held-out samples as the
+            last iterate); when that is not the last iterate, ``report.final`` is the returned
+            heights' evaluation, its ``returned`` entry and ``message`` say which.
         """
         return run_fit(self, method=method, max_steps=max_steps, tol=tol, time_limit=time_limit,
                        batch_size=batch_size, progress=progress, callback=callback,
