@@ -8,6 +8,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
+from ae_ot.checkpoint import load_generator
 from ae_ot.generators import AEOT
 from ae_ot.ot.duplicates import merge_duplicates as merge_duplicate_codes
 
@@ -102,10 +103,10 @@ def test_checkpoint_of_an_older_layout_or_inconsistent_solution_is_refused_clear
     model, _ = solved
     old_state = {k.replace("sampler.", "ot_"): v for k, v in model.state_dict().items()}
     torch.save({"state_dict": old_state, "hyper_parameters": {"latent_dim": D, "ot_time_limit": 150.0},
-                "pytorch-lightning_version": pl.__version__}, tmp_path / "old.ckpt")
-    checkpoint = torch.load(tmp_path / "old.ckpt", weights_only=False)
+                "generator_class_path": "ae_ot.generators.ae_ot.AEOT", "pytorch-lightning_version": pl.__version__},
+               tmp_path / "old.ckpt")
     with pytest.raises(ValueError, match="older layout.*autoencoder_ckpt="):
-        AEOT.check_checkpoint(checkpoint, tmp_path / "old.ckpt")
+        load_generator(tmp_path / "old.ckpt")
     state = dict(model.state_dict())
     state["sampler.heights"] = state["sampler.heights"][:-1].clone()
     _save(model, tmp_path / "broken.ckpt", state)

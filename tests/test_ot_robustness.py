@@ -189,14 +189,18 @@ def test_tol_stop_with_a_floor_of_tol_is_confirmed_by_a_larger_evaluation():
     assert abs(check["mean_rel_corrected"] - precise[-1]["mean_rel_corrected"]) < 0.15 * 0.03
 
 
-def test_empty_cells_are_reported_and_warned():
+def test_empty_cells_are_reported_and_warned_when_a_tol_was_asked_for():
     # A target far outside the box has an empty cell after one step.
     y = torch.cat([_targets(200, 3, 2), torch.full((1, 3), 40.0)])
-    ot = SemiDiscreteOT(y, seed=0)
     with pytest.warns(ConvergenceWarning, match="empty cells"):
-        report = ot.fit(method="default", max_steps=1, progress=False)
+        report = SemiDiscreteOT(y, seed=0).fit(method="default", max_steps=1, tol=0.5, progress=False)
     assert not report.converged and "empty" in report.message
     assert report.final["empty_cells"] >= 1
+    # without a tol the budget ended the solve: the message says it all, without a warning
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", ConvergenceWarning)
+        report = SemiDiscreteOT(y, seed=0).fit(method="default", max_steps=1, progress=False)
+    assert not report.converged and report.message.startswith("no tol given") and "empty cells" in report.message
 
 
 def test_no_tol_run_says_so_without_a_warning():

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from pytorch_lightning.utilities import rank_zero_info
 
 from ae_ot.checks import UserInputError
 from ae_ot.generators.autoencoder import Autoencoder
@@ -130,6 +131,11 @@ class AEOT(Autoencoder):
                                     distributed=distributed)
         report = self.solve_ot(codes, progress=trainer.is_global_zero, distributed=distributed)
         report["encode_and_solve_seconds"] = time.perf_counter() - start
+        final = report["history"][-1] if report.get("history") else {}
+        nan = float("nan")
+        rank_zero_info(f"{type(self).__name__} OT stage: {report.get('message', '')}; held-out RMS relative cell error "
+                       f"{final.get('rms_rel_corrected', nan):.2%} +- {final.get('rms_rel_corrected_se', nan):.2%} "
+                       f"({report.get('num_targets')} targets, kernel {report.get('kernel')})")
         return report
 
     def _write_solution_into_checkpoints(self, trainer) -> None:

@@ -693,13 +693,18 @@ def _verdict(report: FitReport, tol: float | None, method: str, note: str = "") 
     if report.converged:
         report.message = f"converged ({report.stop_reason}): final {kind} mean relative error {error:.4g}{ending}"
         return
-    if problems:
+    if problems and tol is not None:
         report.message = (f"not converged after {report.steps} steps ({report.stop_reason}): "
                           + "; ".join(problems) + f"{ending}. Fix: a larger time_limit / max_steps")
         warnings.warn(f"SemiDiscreteOT.fit(method={method!r}): {report.message}", ConvergenceWarning, stacklevel=4)
     else:
+        # No tolerance asked for: the budget (time_limit / max_steps) ended the solve, and the
+        # message is the whole verdict, empty cells included; it warns only when a tol was missed.
+        shortfall = "; ".join(problems)
         report.message = (f"no tol given: stopped by {report.stop_reason} after {report.steps} steps; "
-                          f"final {kind} mean relative error {error:.4g}{ending}")
+                          f"final {kind} mean relative error {error:.4g}"
+                          + (f"; {shortfall} (a larger time_limit / max_steps fills them)" if shortfall else "")
+                          + ending)
 
 
 def _progress_bar(ot, method, report, state, max_steps, time_limit):

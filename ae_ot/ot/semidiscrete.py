@@ -35,6 +35,7 @@ from ae_ot.checks import UserInputError, require_int_at_least
 from ae_ot.io import atomic_torch_save, read_torch_file
 from ae_ot.ot import kernels
 from ae_ot.ot.distributed import ShardComm
+from ae_ot.ot.duplicates import merge_duplicates
 from ae_ot.ot.fitting import FitReport, run_fit
 from ae_ot.ot.sources import as_box, derive_seed, uniform_box
 from ae_ot.ot.unit_problem import UnitBoxProblem, per_row_float64, row_slices
@@ -158,22 +159,13 @@ class SemiDiscreteOT:
         return weights / total
 
     def _merge_duplicates(self, targets, weights):
-        unique, inverse = torch.unique(targets, dim=0, return_inverse=True)
+        unique, merged_weights, index = merge_duplicates(targets, weights)
         if unique.shape[0] == targets.shape[0]:
             return targets, weights
-        n = targets.shape[0]
-        # Keep the order of first occurrence (torch.unique sorts rows).
-        first = torch.full((unique.shape[0],), n, dtype=torch.long, device=targets.device)
-        first.scatter_reduce_(0, inverse, torch.arange(n, device=targets.device), reduce="amin")
-        order = torch.argsort(first)
-        rank_of = torch.empty_like(order)
-        rank_of[order] = torch.arange(order.numel(), device=order.device)
-        self.merged_index = rank_of[inverse]
-        merged_weights = torch.zeros(unique.shape[0], dtype=weights.dtype, device=weights.device)
-        merged_weights.index_add_(0, self.merged_index, weights)
-        warnings.warn(f"{n - unique.shape[0]} duplicate target(s) merged ({n} -> {unique.shape[0]} targets), "
-                      f"their weights summed; see `merged_index`", stacklevel=3)
-        return targets[first[order]], merged_weights
+        self.merged_index = index
+        warnings.warn(f"{targets.shape[0] - unique.shape[0]} duplicate target(s) merged ({targets.shape[0]} -> "
+                      f"{unique.shape[0]} targets), their weights summed; see `merged_index`", stacklevel=3)
+        return unique, merged_weights
 
     def _build_unit_problem(self, weights: torch.Tensor) -> None:
         """x = c + D u with u in [-1, 1]^d; yhat_i = (D y_i - b) / sigma (see :mod:`ae_ot.ot.unit_problem`)."""
