@@ -135,11 +135,11 @@ def aeot_from_checkpoint(ckpt_path: str, seed: int):
 
     checkpoint = read_checkpoint(ckpt_path)
     hp = dict(checkpoint.get("hyper_parameters", {}))
-    channels = hp.get("channels", hp.get("in_channels", 1))  # "in_channels" before 2026-12
+    channels = hp.get("channels", 1)
     if channels not in (1, 3):
         raise SystemExit(f"{ckpt_path}: MNIST (1 channel) or Stacked MNIST (3) only, the model has {channels} channels")
     model = AEOT(latent_dim=hp.get("latent_dim", 16), width=hp.get("width", 16), loss=hp.get("loss", "bce"),
-                 channels=channels, autoencoder_ckpt=str(ckpt_path), seed=seed)
+                 channels=channels, autoencoder_ckpt=str(ckpt_path), ot={"seed": seed})
     model.eval()
     return model, dict(checkpoint.get("datamodule_hyper_parameters", {}))
 
