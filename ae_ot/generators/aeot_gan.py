@@ -200,12 +200,7 @@ class AEOTGAN(AEOT):
                 + F.l1_loss(features(reconstruction), features(real).detach()))
 
     def on_train_epoch_end(self) -> None:
-        if not self.in_gan_stage():
-            self._update_code_stats()
-            return
-        every = self.grid_every_n_epochs
-        if every and (self.current_epoch + 1 - self.autoencoder_epochs) % every == 0:
-            self.log_image_grid(self.sample(self.grid_size, seed=0), "samples")
+        self.two_stage_epoch_end(self.in_gan_stage(), self.autoencoder_epochs)
 
     def on_fit_end(self) -> None:
         if self.sampler.solved:   # solved when the GAN stage started: checkpoints hold it already

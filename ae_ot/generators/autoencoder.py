@@ -222,6 +222,17 @@ class Autoencoder(GenerativeModel):
         self._update_code_stats()
         super().on_train_epoch_end()
 
+    def two_stage_epoch_end(self, second_stage: bool, stage_start: int) -> None:
+        """The epoch end of a model that trains this autoencoder for its first ``stage_start`` epochs
+        and a latent model after them (AE-OT-GAN, the latent flow): the code statistics during the
+        first stage, a sample grid every ``grid_every_n_epochs`` epochs of the second."""
+        if not second_stage:
+            self._update_code_stats()
+            return
+        every = self.grid_every_n_epochs
+        if every and (self.current_epoch + 1 - stage_start) % every == 0:
+            self.log_image_grid(self.sample(self.grid_size, seed=0), "samples")
+
     def _update_code_stats(self) -> None:
         """Refresh the Gaussian fit (mean, covariance) of the codes seen in this epoch."""
         if self._code_sums is not None:

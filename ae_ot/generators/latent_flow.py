@@ -234,13 +234,8 @@ class LatentFlowMatching(Autoencoder):
         return loss
 
     def on_train_epoch_end(self) -> None:
-        if not self.in_flow_stage():
-            self._update_code_stats()
-            return
-        every = self.grid_every_n_epochs
-        if every and (self.current_epoch + 1 - self.autoencoder_epochs) % every == 0:
-            self.log_image_grid(self.sample(self.grid_size, seed=0), "samples")
-        if self.current_epoch + 1 >= self.autoencoder_epochs + self.hparams.flow_epochs:
+        self.two_stage_epoch_end(self.in_flow_stage(), self.autoencoder_epochs)
+        if self.in_flow_stage() and self.current_epoch + 1 >= self.autoencoder_epochs + self.hparams.flow_epochs:
             self.trainer.should_stop = True
 
     def configure_optimizers(self):
