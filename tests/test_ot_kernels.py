@@ -11,7 +11,7 @@ import torch.multiprocessing as mp
 from ae_ot.checks import UserInputError
 from ae_ot.ot import SemiDiscreteOT, kernels
 from ae_ot.ot.distributed import sharded_topk
-from ae_ot.ot.fused import fused_available
+from ae_ot.ot.fused import fused_available, fused_preferred
 
 
 def _problem(m=2000, n=700, d=16, seed=0):
@@ -58,17 +58,23 @@ def test_tile_plan_fits_budget():
     assert cols == 2000 and rows * cols * 4 <= 32 << 20
 
 
-def test_auto_backend_on_cpu_is_fused_when_it_builds_else_torch():
-    expected = "fused" if fused_available() else "torch"
+def test_auto_backend_on_cpu_is_fused_on_avx512_cpus_when_it_builds_else_torch(monkeypatch):
+    expected = "fused" if fused_available() and fused_preferred() else "torch"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", kernels.KernelFallbackWarning)
         assert kernels.resolve_backend("auto", torch.device("cpu"), 32) == expected
         assert kernels.resolve_backend("auto", torch.device("cpu"), 2) == expected
+    # the rule itself, whatever this machine's CPU: 512-bit vectors pick the fused kernel
+    monkeypatch.setattr(kernels, "fused_available", lambda: True)
+    for flags, chosen in (("fpu avx2 fma avx512f avx512bw", "fused"), ("fpu avx2 fma", "torch")):
+        monkeypatch.setattr(kernels, "fused_preferred", lambda flags=flags: "avx512f" in flags.split())
+        assert kernels.resolve_backend("auto", torch.device("cpu"), 16) == chosen
 
 
 def test_auto_fallback_from_the_fused_kernel_warns_once_with_the_reason(monkeypatch):
     why = "no C++ compiler found (set $CXX, or install g++)"
     monkeypatch.setattr(kernels, "fused_available", lambda: False)
+    monkeypatch.setattr(kernels, "fused_preferred", lambda: True)
     monkeypatch.setattr(kernels, "fused_build_error", lambda: why)
     monkeypatch.setattr(kernels, "_fallback_warned", False)
     with pytest.warns(kernels.KernelFallbackWarning) as record:
@@ -85,7 +91,7 @@ def test_auto_fallback_from_the_fused_kernel_warns_once_with_the_reason(monkeypa
 
 def test_kernel_name_says_which_kernel_a_call_runs():
     cpu = torch.device("cpu")
-    fused = "fused" if fused_available() else "torch"
+    fused = "fused" if fused_available() and fused_preferred() else "torch"
     assert kernels.kernel_name("torch", cpu, torch.float32, 1) == "torch"
     assert kernels.kernel_name("fused", cpu, torch.float32, 1) == "fused"
     assert kernels.kernel_name("fused", cpu, torch.float32, 2) == "fused"
@@ -103,7 +109,7 @@ def test_kernel_name_says_which_kernel_a_call_runs():
 def test_fit_report_names_the_kernel_that_scored_the_steps():
     g = torch.Generator().manual_seed(0)
     y = torch.rand(30, 3, generator=g)
-    fused = "fused" if fused_available() else "torch"
+    fused = "fused" if fused_available() and fused_preferred() else "torch"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # fallback and not-converged warnings: 2 steps prove nothing
         cases = [(y, "torch", "default", "torch"), (y, "auto", "default", fused), (y, "auto", "aeot", fused),

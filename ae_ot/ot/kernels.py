@@ -28,7 +28,7 @@ import warnings
 import torch
 
 from ae_ot.checks import UserInputError
-from ae_ot.ot.fused import fused_applies, fused_available, fused_build_error, fused_topk
+from ae_ot.ot.fused import fused_applies, fused_available, fused_build_error, fused_preferred, fused_topk
 
 __all__ = [
     "KernelFallbackWarning",
@@ -73,8 +73,10 @@ def _warn_fallback_once() -> None:
 def resolve_backend(backend: str, device: torch.device, dim: int) -> str:
     """The backend ``backend`` stands for on ``device`` in dimension ``dim``.
 
-    ``"auto"``: on CPU ``"fused"`` when it builds and passes its self-check, else ``"torch"``
-    (with one :class:`KernelFallbackWarning` per process, giving the reason); on CUDA
+    ``"auto"``: on CPU ``"fused"`` when the CPU has 512-bit vectors (:func:`ae_ot.ot.fused.fused_preferred`;
+    on others the torch kernel is faster) and the kernel builds and passes its self-check, else
+    ``"torch"`` (a build that fails gives one :class:`KernelFallbackWarning` per process, with the
+    reason); on CUDA
     ``"keops"`` for d <= 8 when pykeops imports (a memory-bound GEMM, where KeOps' fused
     reduction avoids writing the score tile), else ``"torch"``. Other values are returned as given.
     """
@@ -85,7 +87,7 @@ def resolve_backend(backend: str, device: torch.device, dim: int) -> str:
     device = torch.device(device)
     if device.type == "cuda" and dim <= 8 and keops_available():
         return "keops"
-    if device.type == "cpu":
+    if device.type == "cpu" and fused_preferred():
         if fused_available():
             return "fused"
         _warn_fallback_once()
