@@ -171,12 +171,6 @@ class AEOT(Autoencoder):
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         super().on_save_checkpoint(checkpoint)
         checkpoint["ae_ot_format"] = CHECKPOINT_FORMAT
-        # The autoencoder's weights are in this checkpoint: restoring it must not need the file
-        # it started from.
-        hparams = checkpoint.get("hyper_parameters")
-        if hparams is not None and hparams.get("autoencoder_ckpt"):
-            checkpoint["autoencoder_source"] = hparams["autoencoder_ckpt"]
-            hparams["autoencoder_ckpt"] = None
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         type(self).check_checkpoint(checkpoint, "this checkpoint")

@@ -208,12 +208,6 @@ class AEOTGAN(AEOT):
         else:                     # the fit ended inside the autoencoder stage
             super().on_fit_end()
 
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        super().on_save_checkpoint(checkpoint)
-        # The checkpoint holds the trained autoencoder: a resumed or restored run must not train it
-        # again, nor need the file it started from.
-        checkpoint["hyper_parameters"]["autoencoder_epochs"] = self.autoencoder_epochs
-
     def configure_optimizers(self):
         betas = (0.5, 0.9)
         autoencoder = list(self.encoder.parameters()) + list(self.decoder.parameters())

@@ -222,6 +222,20 @@ class Autoencoder(GenerativeModel):
         self._update_code_stats()
         super().on_train_epoch_end()
 
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        super().on_save_checkpoint(checkpoint)
+        # A model that started from `autoencoder_ckpt` (AE-OT, AE-OT-GAN, the latent flow) holds
+        # those weights now: restoring it must not need that file, nor train a two-stage model's
+        # autoencoder again (its `autoencoder_epochs` as resolved at construction).
+        hparams = dict(checkpoint.get("hyper_parameters") or {})
+        if "autoencoder_ckpt" in hparams:
+            checkpoint["autoencoder_source"] = hparams["autoencoder_ckpt"]
+            hparams["autoencoder_ckpt"] = None
+        if "autoencoder_epochs" in hparams:
+            hparams["autoencoder_epochs"] = self.autoencoder_epochs
+        if hparams:
+            checkpoint["hyper_parameters"] = hparams
+
     def two_stage_epoch_end(self, second_stage: bool, stage_start: int) -> None:
         """The epoch end of a model that trains this autoencoder for its first ``stage_start`` epochs
         and a latent model after them (AE-OT-GAN, the latent flow): the code statistics during the

@@ -253,15 +253,3 @@ class LatentFlowMatching(Autoencoder):
 
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, [lambda epoch: 1.0, flow_factor])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
-
-    # ---- checkpoints ------------------------------------------------------------------------------
-    def on_save_checkpoint(self, checkpoint: dict) -> None:
-        super().on_save_checkpoint(checkpoint)
-        # The weights of the autoencoder are in this checkpoint: restoring it must not need the
-        # original autoencoder checkpoint file, nor re-count its epochs as autoencoder epochs.
-        hparams = dict(checkpoint.get("hyper_parameters") or {})
-        if hparams:
-            checkpoint["autoencoder_source"] = hparams.get("autoencoder_ckpt")
-            hparams["autoencoder_ckpt"] = None
-            hparams["autoencoder_epochs"] = self.autoencoder_epochs
-            checkpoint["hyper_parameters"] = hparams

@@ -391,9 +391,8 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
         last iterate has an empty cell: a late return rather than a broken solution."""
         if not reserve_final or final_samples is None or report.final.get("empty_cells", 0):
             return True
-        screen = max(FINAL_EVAL_CHUNK, int(final_samples * START_SCREEN_FRACTION))
         # timed from the final evaluation's own seconds per sample
-        return solver_time + eval_time + screen * last_eval_seconds / final_samples <= time_limit
+        return solver_time + eval_time + _start_screen_samples(final_samples) * last_eval_seconds / final_samples <= time_limit
 
     def evaluate_start(final_samples: int | None) -> dict:
         """Held-out errors of the starting heights on as many samples as the final evaluation drew
@@ -407,7 +406,7 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
             result["kind"] = "exact"
         else:
             staged = _StagedEvaluation(evaluate, state, heights=start["heights"])
-            screen = max(FINAL_EVAL_CHUNK, int(final_samples * START_SCREEN_FRACTION))
+            screen = _start_screen_samples(final_samples)
             if screen < final_samples:
                 # within what is left of a time limit that counts the final evaluation (one chunk at least)
                 left = time_limit - solver_time - eval_time if reserve_final else math.inf
@@ -525,6 +524,11 @@ def run_fit(ot, method: str, max_steps, tol, time_limit, batch_size, progress, c
     if checkpoint is not None:
         ot.save(checkpoint)
     return report
+
+
+def _start_screen_samples(final_samples: int) -> int:
+    """Samples of the screen that compares a fit's start before its full evaluation."""
+    return max(FINAL_EVAL_CHUNK, int(final_samples * START_SCREEN_FRACTION))
 
 
 def _tensor_digest(*tensors: torch.Tensor) -> str:
