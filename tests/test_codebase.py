@@ -205,7 +205,7 @@ def test_save_figure_writes_a_small_palette_png(tmp_path):
 def test_parser_errors_come_down_to_one_line():
     """jsonargparse's Union error trees (as printed by jsonargparse 4.x) reduce to the key path and
     what was wrong; a bad class name lists the zoo."""
-    from ae_ot.commands.parsing import concise_parser_message
+    from ae_ot.parsing import concise_parser_message
 
     bad_int = """Parser key "model":
   Does not validate against any of the Union subtypes

@@ -59,7 +59,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from ae_ot.checks import UserInputError
-from ae_ot.commands.parsing import CommandParser, command_line, function_parser, run_function
+from ae_ot.parsing import CommandParser, command_line, function_parser, run_function
 
 __all__ = ["main", "compare", "build_parser", "train_with_budget", "post_fit_seconds", "max_time_string", "checkpoint_marks",
            "check_arguments", "compare_spec", "check_output_folder", "run_model", "evaluate_point",

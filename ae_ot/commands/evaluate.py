@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Literal
 
 from ae_ot.checks import UserInputError
-from ae_ot.commands.parsing import CommandParser, function_parser, run_function
+from ae_ot.parsing import CommandParser, function_parser, run_function
 
 __all__ = ["main", "evaluate", "build_parser", "evaluate_checkpoint", "evaluate_real", "format_report", "finish_result",
            "check_outputs"]

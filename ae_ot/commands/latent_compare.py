@@ -49,7 +49,7 @@ from typing import Literal
 import torch
 
 from ae_ot.checks import UserInputError
-from ae_ot.commands.parsing import CommandParser, command_line, function_parser, run_function
+from ae_ot.parsing import CommandParser, command_line, function_parser, run_function
 from ae_ot.generators.autoencoder import gaussian_sampler, sample_gaussian
 from ae_ot.viz import save_figure
 
