@@ -55,6 +55,8 @@ def score_samples(images: torch.Tensor, head: dict | None = None, *, classifier=
     ----------
     images : torch.Tensor
         Generated (or real) images; one channel is MNIST, three are Stacked MNIST.
+    head : dict, optional
+        Keys put first in the result, in their order (``generator``, ``num_samples``, ...).
     classifier, reference : optional
         Passed to :func:`~ae_ot.evaluation.metrics.evaluate_samples`; with neither, the project's
         classifier (:func:`ae_ot.evaluation.get_classifier`, trained on first use) and its reference.
@@ -64,8 +66,6 @@ def score_samples(images: torch.Tensor, head: dict | None = None, *, classifier=
         :func:`time.perf_counter` when the caller's work began (default: now); ``seconds`` counts from it.
     progress : bool
         Progress bar if the classifier trains.
-    head : dict, optional
-        Keys put first in the result, in their order (``generator``, ``num_samples``, ...).
 
     Returns
     -------
@@ -95,15 +95,11 @@ def score_generator(model, num_samples: int, seed: int = 0, *, classifier=None, 
     """
     check_sample_count(num_samples)
     started = time.perf_counter() if started is None else started
-    if classifier is None:
-        from ae_ot.evaluation import get_classifier  # looked up on call: tests put a small one there
-
-        classifier = get_classifier(progress=progress)
     t0 = time.perf_counter()
     samples = model.sample(num_samples, seed=seed)
     head = {**fields, "generator": f"{type(model).__module__}.{type(model).__qualname__}", "num_samples": num_samples,
             "seed": seed, "sample_seconds": round(time.perf_counter() - t0, 3)}
-    return score_samples(samples, head, classifier=classifier, seed=seed, started=started), samples
+    return score_samples(samples, head, classifier=classifier, seed=seed, started=started, progress=progress), samples
 
 
 def evaluate_real(split: str = "test", num_samples: int = 10000, seed: int = 0, stacked: bool = False,
