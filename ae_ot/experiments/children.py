@@ -89,7 +89,7 @@ def fit_error(log_path: Path, returncode: int) -> str:
 
 
 def log_tail(log_path: Path, count: int = 5) -> str:
-    """The last ``count`` non-blank lines of a log, joined by `` | ``."""
+    """The last ``count`` non-blank lines of a log, joined by a vertical bar between spaces."""
     return " | ".join(_log_lines(log_path)[-count:])
 
 
