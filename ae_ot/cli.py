@@ -8,7 +8,7 @@ its resolved config as ``lightning_logs/version_k/config.yaml``.
 The other sub-commands (``sample``, ``umap``, ``evaluate``, ``compare``, ...) are plain functions
 in :mod:`ae_ot.commands`, loaded only when called so that ``ae-ot fit`` starts fast. Their options
 are built the way ``fit``'s are: jsonargparse reads the function's signature and docstring
-(:func:`ae_ot.commands.parsing.function_parser`), so each has ``--config``, ``--print_config`` and
+(:func:`ae_ot.parsing.function_parser`), so each has ``--config``, ``--print_config`` and
 ``--help``, and ``ae-ot sample --num_samples 16`` is ``sample(..., num_samples=16)`` in Python.
 
 Errors: bad input raises :class:`ae_ot.checks.UserInputError` (every input check of the package
@@ -22,7 +22,7 @@ import importlib
 import sys
 
 from ae_ot.checks import UserInputError
-from ae_ot.commands.parsing import concise_parser_message
+from ae_ot.parsing import concise_parser_message
 
 __all__ = ["main", "check_resume", "user_error_cause", "EXTRA_COMMANDS", "LIGHTNING_COMMANDS", "USER_ERRORS",
            "lightning_cli_class"]
@@ -173,13 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         if command in EXTRA_COMMANDS:
             module_name, function_name = EXTRA_COMMANDS[command].split(":")
-            try:
-                module = importlib.import_module(module_name)
-            except ModuleNotFoundError as err:
-                if err.name == module_name:
-                    sys.exit(f"ae-ot: error: the '{command}' command is not available in this version")
-                raise
-            getattr(module, function_name)(argv[1:])
+            getattr(importlib.import_module(module_name), function_name)(argv[1:])
         elif command in LIGHTNING_COMMANDS:
             run_lightning_cli(argv)
         else:

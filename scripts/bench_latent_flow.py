@@ -116,7 +116,7 @@ def sampling_times(model, args) -> dict:
 
 def main(argv=None) -> dict:
     args = build_parser().parse_args(argv)
-    from ae_ot.commands.latent_compare import SAMPLER_NAMES, steps_study, straightness
+    from ae_ot.experiments.latent import SAMPLER_NAMES, steps_study, straightness
 
     model_args, data_args = load_config(args.config)
     results = {"command": "scripts/bench_latent_flow.py " + " ".join(argv or sys.argv[1:]),

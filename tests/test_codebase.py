@@ -1,6 +1,6 @@
-"""The codebase as a whole: no import cycles (also none hidden behind imports inside functions),
-no private names used across modules, ``ae_ot.ot`` standalone, every module importable in any
-order, and a CLI that keeps the traceback of a real bug."""
+"""The codebase as a whole: layers that import only downwards and no import cycles (also none
+hidden behind imports inside functions), no private names used across modules, ``ae_ot.ot``
+standalone, every module importable in any order, and a CLI that keeps the traceback of a real bug."""
 
 import ast
 import os
@@ -93,6 +93,67 @@ def test_no_import_cycles_even_inside_functions():
     assert cycle is None, "import cycle: " + " -> ".join(cycle)
 
 
+#: the layers of the package, lowest first: a module imports only modules of lower layers, or of its
+#: own package (a name stands for the module and, for a package, everything in it)
+LAYERS = [
+    ["ae_ot.checks"],
+    ["ae_ot.io"],
+    ["ae_ot.ot"],
+    ["ae_ot.datasets", "ae_ot.nets", "ae_ot.viz", "ae_ot.flow_matching", "ae_ot.callbacks"],
+    ["ae_ot.data", "ae_ot.evaluation"],
+    ["ae_ot.generators"],
+    ["ae_ot.checkpoint"],
+    ["ae_ot.parsing"],
+    ["ae_ot.experiments"],
+    ["ae_ot.commands"],
+    ["ae_ot.cli"],
+    ["ae_ot.__main__"],
+]
+
+
+def layer_unit(module: str) -> tuple[int, str]:
+    """(layer, unit) of a module: the entry of :data:`LAYERS` it is or lies in."""
+    for level, units in enumerate(LAYERS):
+        for unit in units:
+            if module == unit or module.startswith(unit + "."):
+                return level, unit
+    raise AssertionError(f"{module} is in no layer: add it to LAYERS in tests/test_codebase.py")
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """``a -> b`` for every import of ``graph`` that does not go to a lower layer or within a unit."""
+    found = []
+    for name, deps in sorted(graph.items()):
+        if name == "ae_ot":
+            continue
+        level, unit = layer_unit(name)
+        for dep in sorted(deps):
+            dep_level, dep_unit = layer_unit(dep)
+            if dep_unit != unit and dep_level >= level:
+                found.append(f"{name} -> {dep}")
+    return found
+
+
+def test_upward_imports_finds_a_planted_one():
+    assert upward_imports({"ae_ot.ot.fitting": {"ae_ot.generators.ae_ot", "ae_ot.checks"}}) == \
+        ["ae_ot.ot.fitting -> ae_ot.generators.ae_ot"]
+    assert upward_imports({"ae_ot.data": {"ae_ot.evaluation.metrics"}}) == ["ae_ot.data -> ae_ot.evaluation.metrics"]
+    assert upward_imports({"ae_ot.commands.compare": {"ae_ot.commands.evaluate", "ae_ot.experiments.budget"}}) == []
+    assert upward_imports({"ae_ot.evaluation.scoring": {"ae_ot.evaluation.metrics", "ae_ot.ot"}}) == []
+
+
+def test_every_import_goes_down_the_layers():
+    upward = upward_imports(import_graph())
+    assert not upward, "imports against the order of LAYERS:\n" + "\n".join(upward)
+
+
+def test_no_command_imports_another_command():
+    """Each command is one module of its own; what two share lives in a layer below."""
+    found = [f"{name} -> {dep}" for name, deps in import_graph().items() if name.startswith("ae_ot.commands.")
+             for dep in deps if dep.startswith("ae_ot.commands.") and dep != name]
+    assert not found, "commands importing one another:\n" + "\n".join(found)
+
+
 def test_ot_package_is_standalone():
     """``ae_ot.ot`` is usable on any point cloud: it imports no Lightning and nothing of the
     package above it (only the shared checks and atomic writes)."""
@@ -108,10 +169,12 @@ def test_ot_package_is_standalone():
 
 @pytest.mark.cli
 def test_datasets_evaluation_and_toy2d_import_no_lightning():
-    """Reading MNIST, scoring samples and ``ae-ot toy2d`` need no Lightning: importing it costs
-    ~3-4 s of every such command (the DataModules live in ae_ot.data, the datasets in
-    ae_ot.datasets)."""
-    script = ("import sys, ae_ot.datasets, ae_ot.evaluation, ae_ot.evaluation.latent, ae_ot.commands.toy2d; "
+    """Reading MNIST, scoring samples, ``ae-ot toy2d`` and the options of ``compare``,
+    ``latent-compare`` and ``evaluate`` need no Lightning: importing it costs ~3-4 s of every such
+    command (the DataModules live in ae_ot.data, the datasets in ae_ot.datasets; the experiments
+    load checkpoints, and so the zoo, only when they run)."""
+    script = ("import sys, ae_ot.datasets, ae_ot.evaluation, ae_ot.evaluation.latent, ae_ot.commands.toy2d, "
+              "ae_ot.commands.compare, ae_ot.commands.latent_compare, ae_ot.commands.evaluate; "
               "print(sorted(m for m in sys.modules if m.split('.')[0] in ('pytorch_lightning', 'lightning', "
               "'lightning_fabric')))")
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
@@ -205,7 +268,7 @@ def test_save_figure_writes_a_small_palette_png(tmp_path):
 def test_parser_errors_come_down_to_one_line():
     """jsonargparse's Union error trees (as printed by jsonargparse 4.x) reduce to the key path and
     what was wrong; a bad class name lists the zoo."""
-    from ae_ot.commands.parsing import concise_parser_message
+    from ae_ot.parsing import concise_parser_message
 
     bad_int = """Parser key "model":
   Does not validate against any of the Union subtypes

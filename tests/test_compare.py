@@ -91,12 +91,14 @@ def compare_args(configs, out: Path, budget: float = 0.2, checkpoints: int = 3, 
 # --------------------------------------------------------------------------------------------
 @pytest.fixture
 def no_training(monkeypatch):
+    """The compare command, with any fit failing the test (the input was bad)."""
     from ae_ot.commands import compare
+    from ae_ot.experiments import resume
 
     def fail(*args, **kwargs):
         raise AssertionError("a model was trained although the input was bad")
 
-    monkeypatch.setattr(compare, "train_with_budget", fail)
+    monkeypatch.setattr(resume, "train_with_budget", fail)
     return compare
 
 
@@ -153,13 +155,15 @@ def test_configs_that_name_no_generator_are_refused(no_training, tmp_path):
 
 
 def test_output_folder_of_a_different_compare_is_refused(no_training, tmp_path):
+    from ae_ot.experiments.store import SPEC_FILE, compare_spec
+
     compare = no_training
     out = tmp_path / "out"
     config = tmp_path / "wgan.yaml"
     config.write_text((REPO / "models" / "wgan.yaml").read_text())
     first = ["--train_configs", str(config), "--budget_minutes", "5", "--output_dir", str(out)]
     out.mkdir()
-    (out / compare.SPEC_FILE).write_text(json.dumps(compare.compare_spec(compare.build_parser().parse_args(first))))
+    (out / SPEC_FILE).write_text(json.dumps(compare_spec(compare.build_parser().parse_args(first))))
     for change, message in [(["--budget_minutes", "3"], r"budget_minutes: 5.0 there, 3.0 now"),
                             (["--num_checkpoints", "4"], r"num_checkpoints: 5 there, 4 now"),
                             (["--num_samples", "500"], r"num_samples: 10000 there, 500 now"),
@@ -182,57 +186,60 @@ def test_output_folder_of_a_different_compare_is_refused(no_training, tmp_path):
 
 
 def test_a_second_compare_in_the_same_folder_is_refused(no_training, tmp_path):
+    from ae_ot.experiments.store import output_lock
+
     out = tmp_path / "out"
-    with no_training.output_lock(out):
+    with output_lock(out):
         with pytest.raises(ValueError, match=rf"another `ae-ot compare` \(pid {os.getpid()}\) is writing into {out}"):
             no_training.main(["--train_configs", MODELS + "/wgan.yaml", "--output_dir", str(out)])
-    with no_training.output_lock(out):       # released: taken again
+    with output_lock(out):       # released: taken again
         pass
 
 
 def test_checkpoint_marks_and_budget_arithmetic():
-    from ae_ot.commands import compare
+    from ae_ot.experiments import budget
 
-    assert compare.max_time_string(0.1) == "00:00:00:06" and compare.max_time_string(90) == "00:01:30:00"
+    assert budget.max_time_string(0.1) == "00:00:00:06" and budget.max_time_string(90) == "00:01:30:00"
     # every B/K minutes, the last point being the final model; AE-OT's marks stop before its OT stage
-    assert compare.checkpoint_marks(20, 5, 1200) == [240, 480, 720, 960]
-    assert compare.checkpoint_marks(20, 5, 1200 - 170) == [240, 480, 720, 960]
-    assert compare.checkpoint_marks(20, 5, 700) == [240, 480]
-    assert compare.checkpoint_marks(20, 1, 1200) == []
-    assert compare.post_fit_seconds(MODELS + "/wgan_gp.yaml") == 0.0
-    assert compare.post_fit_seconds(MODELS + "/ae_ot.yaml") == 150.0 + compare._ENCODE_SECONDS
-    assert compare.post_fit_seconds(MODELS + "/ae_ot.yaml", ["--model.init_args.ot.time_limit=40"]) == \
-        40.0 + compare._ENCODE_SECONDS
+    assert budget.checkpoint_marks(20, 5, 1200) == [240, 480, 720, 960]
+    assert budget.checkpoint_marks(20, 5, 1200 - 170) == [240, 480, 720, 960]
+    assert budget.checkpoint_marks(20, 5, 700) == [240, 480]
+    assert budget.checkpoint_marks(20, 1, 1200) == []
+    assert budget.post_fit_seconds(MODELS + "/wgan_gp.yaml") == 0.0
+    assert budget.post_fit_seconds(MODELS + "/ae_ot.yaml") == 150.0 + budget.ENCODE_SECONDS
+    assert budget.post_fit_seconds(MODELS + "/ae_ot.yaml", ["--model.init_args.ot.time_limit=40"]) == \
+        40.0 + budget.ENCODE_SECONDS
 
 
 def test_equal_budget_needs_a_finite_ot_time_limit(tmp_path):
-    from ae_ot.commands import compare
+    from ae_ot.experiments import budget
 
     with pytest.raises(ValueError, match="leaves no training time"):
-        compare.train_with_budget(MODELS + "/ae_ot.yaml", 2.0, tmp_path)
+        budget.train_with_budget(MODELS + "/ae_ot.yaml", 2.0, tmp_path)
     infinite = tmp_path / "aeot_no_limit.yaml"
     infinite.write_text("model:\n  class_path: ae_ot.generators.AEOT\n  init_args:\n    ot:\n      time_limit: null\n")
     with pytest.raises(ValueError, match="finite ot.time_limit"):
-        compare.post_fit_seconds(infinite)
+        budget.post_fit_seconds(infinite)
 
 
 def test_fit_error_names_the_last_error_line(tmp_path):
-    from ae_ot.commands import compare
+    from ae_ot.experiments import children
 
     log = tmp_path / "fit.log"
     log.write_text("$ ae-ot fit\nTraceback (most recent call last):\n  File x\nFloatingPointError: loss is nan\n"
                    "some teardown line\n")
-    assert compare.fit_error(log, 1) == f"`ae-ot fit` exited with 1: FloatingPointError: loss is nan (log: {log})"
-    assert compare.fit_error(log, -9).startswith("killed after running past its timeout")
+    assert children.fit_error(log, 1) == f"`ae-ot fit` exited with 1: FloatingPointError: loss is nan (log: {log})"
+    assert children.fit_error(log, -9).startswith("killed after running past its timeout")
 
 
 def test_markdown_table_shows_a_failed_row_with_its_error():
-    from ae_ot.commands import compare
+    from ae_ot.experiments import tables
+    from ae_ot.experiments.plots import TABLE_KEYS
 
-    metrics = {k: 1.0 for k in compare.TABLE_KEYS} | {"modes_covered": 10, "num_modes": 10}
+    metrics = {k: 1.0 for k in TABLE_KEYS} | {"modes_covered": 10, "num_modes": 10}
     rows = [{"name": "good", "metrics": metrics, "train_seconds": 60.0, "num_samples": 100},
             {"name": "broken", "status": "failed", "error": "FloatingPointError: loss | is nan\nat step 2"}]
-    lines = compare.markdown_table(rows).splitlines()
+    lines = tables.markdown_table(rows).splitlines()
     assert lines[3].startswith("| broken | **failed**: FloatingPointError: loss \\| is nan at step 2 |")
     assert len(lines[3].replace("\\|", "").split("|")) == len(lines[0].split("|"))   # same number of columns
 
@@ -327,12 +334,13 @@ def trained_compare(tiny_evaluation, tmp_path_factory):
     """Compare [nan_lr, tiny_ae_ot] with a 0.2 min budget and 3 time points (in this process).
     Returns (summary, out, argv)."""
     from ae_ot.commands import compare
+    from ae_ot.experiments import budget
 
     folder = tmp_path_factory.mktemp("compare")
     out = folder / "out"
     argv = compare_args(tiny_configs(folder), out)
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(compare, "_ENCODE_SECONDS", 1.0)       # 1,000 training images encode in well under 1 s
+        mp.setattr(budget, "ENCODE_SECONDS", 1.0)       # 1,000 training images encode in well under 1 s
         summary = compare.main(argv)
     return summary, out, argv
 
@@ -380,6 +388,7 @@ def test_quality_against_time_points(trained_compare):
 @pytest.mark.cli
 def test_rerun_evaluates_only_the_missing_point(trained_compare, monkeypatch):
     from ae_ot.commands import compare
+    from ae_ot.experiments import budget, resume
 
     summary, out, argv = trained_compare
     # a compare killed between two points of tiny_ae_ot: that model is not finished, point 2 is missing
@@ -387,7 +396,7 @@ def test_rerun_evaluates_only_the_missing_point(trained_compare, monkeypatch):
     (aeot_dir / "model.json").unlink()
     (aeot_dir / "points" / "point-1.json").unlink()
     calls = []
-    real_evaluate_point = compare.evaluate_point
+    real_evaluate_point = resume.evaluate_point
 
     def counting_evaluate_point(point, *args, **kwargs):
         calls.append(point["index"])
@@ -396,9 +405,9 @@ def test_rerun_evaluates_only_the_missing_point(trained_compare, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished fit was trained again")
 
-    monkeypatch.setattr(compare, "train_with_budget", no_training)
-    monkeypatch.setattr(compare, "evaluate_point", counting_evaluate_point)
-    monkeypatch.setattr(compare, "_ENCODE_SECONDS", 1.0)
+    monkeypatch.setattr(resume, "train_with_budget", no_training)
+    monkeypatch.setattr(resume, "evaluate_point", counting_evaluate_point)
+    monkeypatch.setattr(budget, "ENCODE_SECONDS", 1.0)
     resumed = compare.main(argv)
     assert calls == [1]          # nan_lr is finished, points 1 and 3 of tiny_ae_ot are read back
     assert plain(resumed["rows"][0]) == plain(summary["rows"][0])
@@ -424,7 +433,7 @@ def test_compare_of_checkpoints(trained_compare, tmp_path):
                            "--output_dir", str(tmp_path), "--include_real", "--no_progress"])
     for name in ("compare.md", "compare.json", "grids.png", "bars.png"):
         assert (tmp_path / name).is_file()
-    assert not (tmp_path / "quality_vs_time.png").exists() and not (tmp_path / compare.SPEC_FILE).exists()
+    assert not (tmp_path / "quality_vs_time.png").exists() and not (tmp_path / "compare_spec.json").exists()
     md = (tmp_path / "compare.md").read_text()
     assert "FID (MNIST classifier features)" in md and "| AE-OT a |" in md and "real (test split)" in md
     assert [r["name"] for r in result["rows"]] == ["AE-OT a", "AE-OT b", "real (test split)"]

@@ -8,15 +8,14 @@
 
 from __future__ import annotations
 
-import time
-from pathlib import Path
 from typing import Literal
 
 from ae_ot.checks import UserInputError
-from ae_ot.commands.parsing import CommandParser, function_parser, run_function
+from ae_ot.evaluation.scoring import evaluate_real
+from ae_ot.experiments.checkpoints import evaluate_checkpoint
+from ae_ot.parsing import CommandParser, function_parser, run_function
 
-__all__ = ["main", "evaluate", "build_parser", "evaluate_checkpoint", "evaluate_real", "format_report", "finish_result",
-           "check_outputs"]
+__all__ = ["main", "evaluate", "build_parser", "format_report", "check_outputs"]
 
 DESCRIPTION = ("Evaluate a generator on the project's MNIST classifier features: FID (MNIST classifier features), "
                "precision/recall (k=3), density/coverage (k=5), modes covered, KL to uniform, mean confidence, "
@@ -24,76 +23,8 @@ DESCRIPTION = ("Evaluate a generator on the project's MNIST classifier features:
                "26000 for PacGAN's protocol).")
 
 
-def _classifier_info(classifier) -> dict:
-    info = dict(getattr(classifier, "info", {}) or {})
-    info["cache_path"] = str(getattr(classifier, "cache_path", ""))
-    return info
-
-
-def finish_result(result: dict, images, classifier, started: float) -> dict:
-    """Add the metric names, the classifier's description and the elapsed seconds to ``result``."""
-    from ae_ot.evaluation.metrics import METRIC_NAMES
-
-    result["metric_names"] = METRIC_NAMES
-    result["classifier"] = _classifier_info(classifier)
-    result["seconds"] = round(time.perf_counter() - started, 2)
-    return result
-
-
-def evaluate_checkpoint(ckpt_path: str | Path, num_samples: int = 10000, seed: int = 0, progress: bool = True,
-                        return_samples: bool = False):
-    """Load a checkpoint with :func:`~ae_ot.checkpoint.load_generator`, draw ``num_samples`` and score
-    them. Returns the result dict (and the samples when ``return_samples``)."""
-    from ae_ot.checkpoint import load_generator
-    from ae_ot.checks import require_positive_int
-    from ae_ot.evaluation import evaluate_samples, get_classifier
-
-    require_positive_int(num_samples=num_samples)
-    if num_samples < 6:
-        raise UserInputError(f"num_samples must be at least 6 (k + 1 for the k=5 density/coverage), got {num_samples}")
-    started = time.perf_counter()
-    model = load_generator(ckpt_path)
-    classifier = get_classifier(progress=progress)
-    t0 = time.perf_counter()
-    samples = model.sample(num_samples, seed=seed)
-    sample_seconds = time.perf_counter() - t0
-    metrics = evaluate_samples(samples, classifier=classifier, seed=seed)
-    result = {"checkpoint": str(ckpt_path), "generator": f"{type(model).__module__}.{type(model).__qualname__}",
-              "num_samples": num_samples, "seed": seed, "sample_seconds": round(sample_seconds, 3),
-              "metrics": metrics}
-    result = finish_result(result, samples, classifier, started)
-    return (result, samples) if return_samples else result
-
-
-def evaluate_real(split: str = "test", num_samples: int = 10000, seed: int = 0, stacked: bool = False,
-                  progress: bool = True, return_samples: bool = False):
-    """Score real images (MNIST ``split``, or Stacked MNIST triples of it) as if they were generated."""
-    import torch
-
-    from ae_ot.datasets import load_mnist, load_stacked_mnist
-    from ae_ot.evaluation import evaluate_samples, get_classifier
-
-    started = time.perf_counter()
-    classifier = get_classifier(progress=progress)
-    if stacked:
-        images, _ = load_stacked_mnist(num_samples, split=split, seed=seed + 12345)
-        name = f"real Stacked MNIST ({split} split)"
-    else:
-        splits = load_mnist()
-        pool = splits.test_images if split == "test" else splits.train_images
-        if num_samples > pool.shape[0]:
-            raise UserInputError(f"--num_samples {num_samples} exceeds the {pool.shape[0]} images of the {split} split")
-        idx = torch.randperm(pool.shape[0], generator=torch.Generator().manual_seed(seed + 12345))[:num_samples]
-        images = pool[idx]
-        name = f"real MNIST ({split} split)"
-    metrics = evaluate_samples(images, classifier=classifier, seed=seed)
-    result = {"checkpoint": None, "generator": name, "num_samples": num_samples, "seed": seed,
-              "metrics": metrics}
-    result = finish_result(result, images, classifier, started)
-    return (result, images) if return_samples else result
-
-
 def format_report(result: dict) -> str:
+    """The printed report of a scored generator (or real images): one line per metric."""
     from ae_ot.evaluation.metrics import METRIC_NAMES
 
     m = result["metrics"]
@@ -153,7 +84,8 @@ def evaluate(ckpt_path: str | None = None, real: Literal["test", "train"] | None
     Returns
     -------
     dict
-        The result of :func:`evaluate_checkpoint` or :func:`evaluate_real`.
+        The result of :func:`ae_ot.experiments.checkpoints.evaluate_checkpoint` or
+        :func:`ae_ot.evaluation.scoring.evaluate_real`.
     """
     if bool(ckpt_path) == bool(real):
         raise UserInputError("give exactly one of --ckpt_path (a generator's checkpoint) and --real test|train "

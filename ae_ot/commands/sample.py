@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from ae_ot.checks import UserInputError
-from ae_ot.commands.parsing import CommandParser, function_parser, run_function
+from ae_ot.parsing import CommandParser, function_parser, run_function
 
 __all__ = ["main", "sample", "build_parser", "write_samples", "IMAGE_SUFFIXES", "ARRAY_SUFFIXES"]
 

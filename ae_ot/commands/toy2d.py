@@ -24,8 +24,8 @@ from typing import Literal, get_args
 import torch
 
 from ae_ot.checks import UserInputError
-from ae_ot.commands.parsing import CommandParser, function_parser, run_function
 from ae_ot.evaluation.latent import gap_score, nearest_neighbour_distances
+from ae_ot.parsing import CommandParser, function_parser, run_function
 from ae_ot.viz import save_figure
 
 __all__ = ["point_set", "solve_toy", "between_modes_fraction", "run", "toy2d_figures", "build_parser", "main",

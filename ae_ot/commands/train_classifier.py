@@ -8,7 +8,7 @@ The weights go to ``$AE_OT_CACHE`` or ``~/.cache/ae-ot`` as ``classifier-<key>.p
 
 from __future__ import annotations
 
-from ae_ot.commands.parsing import CommandParser, function_parser, run_function
+from ae_ot.parsing import CommandParser, function_parser, run_function
 
 __all__ = ["main", "train_classifier", "build_parser"]
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import torch
 
 from ae_ot.checks import UserInputError
-from ae_ot.commands.parsing import CommandParser, function_parser, run_function
 from ae_ot.evaluation.latent import gap_score, gap_threshold, nearest_neighbour_distances
 from ae_ot.generators.autoencoder import gaussian_sampler, sample_gaussian
+from ae_ot.parsing import CommandParser, function_parser, run_function
 from ae_ot.viz import save_figure
 
 __all__ = ["latent_gap_report", "umap_figure", "build_parser", "main"]

@@ -16,7 +16,7 @@ import torch
 
 from ae_ot.checks import UserInputError, require_in_interval
 
-__all__ = ["nearest_neighbours", "nearest_neighbour_distances", "gap_threshold", "gap_score"]
+__all__ = ["nearest_neighbours", "nearest_neighbour_distances", "gap_threshold", "gap_score", "code_scores"]
 
 
 def nearest_neighbours(points: torch.Tensor, queries: torch.Tensor, k: int,
@@ -77,3 +77,20 @@ def gap_score(generated: torch.Tensor, train_codes: torch.Tensor, quantile: floa
         raise UserInputError(f"generated codes must be a non-empty [M, d] tensor, got shape {tuple(generated.shape)}")
     threshold = gap_threshold(train_codes, quantile) if threshold is None else threshold
     return (nearest_neighbour_distances(train_codes, generated) > threshold).float().mean().item()
+
+
+def code_scores(codes: torch.Tensor, train_codes: torch.Tensor, reference_codes: torch.Tensor, threshold: float,
+                reference_median_nn: float, copy_tolerance: float) -> dict:
+    """The latent scores of generated ``codes`` [M, d] against the training codes [N, d].
+
+    Returns ``gap_score`` (:func:`gap_score` against ``reference_codes`` with ``threshold``),
+    ``copies_of_training_codes`` (the fraction of codes nearer than ``copy_tolerance`` to a training
+    code) and ``relative_nn_distance`` (the median distance to the nearest reference code over
+    ``reference_median_nn``, the reference codes' own median nearest-neighbour distance: 0 for
+    copies, about 1 for codes as far from the training codes as those are from each other).
+    """
+    nearest_reference = nearest_neighbour_distances(reference_codes, codes)
+    return {"gap_score": gap_score(codes, reference_codes, threshold=threshold),
+            "copies_of_training_codes": (nearest_neighbour_distances(train_codes, codes) < copy_tolerance)
+            .float().mean().item(),
+            "relative_nn_distance": nearest_reference.median().item() / max(reference_median_nn, 1e-12)}
