@@ -46,6 +46,7 @@ def full_disk(monkeypatch):
 
     monkeypatch.setattr(ae_ot.io, "atomic_write", atomic_write)
     monkeypatch.setattr(ae_ot.viz, "atomic_write", atomic_write)
+    monkeypatch.setattr("ae_ot.lightning_io.atomic_write", atomic_write)
 
 
 @pytest.fixture
@@ -456,3 +457,96 @@ def test_sample_refuses_an_output_in_a_read_only_folder_before_loading(tmp_path,
     with pytest.raises(UserInputError, match="ro is not writable") as err:
         sample.main(["--ckpt_path", "any.ckpt", "--output", str(folder / "s.png")])
     one_line(str(err.value))
+
+
+# --------------------------------------------------------------------------------------------
+# Lightning's own writes: checkpoints and the run's config.yaml (ae_ot.lightning_io)
+# --------------------------------------------------------------------------------------------
+def cli_without_running(tmp_path, *args):
+    """The ``ae-ot fit`` LightningCLI, built (model, data, trainer) but not run."""
+    import sys
+
+    from ae_ot.cli import lightning_cli_class
+
+    saved, sys.argv = sys.argv, ["ae-ot"]       # LightningCLI warns when sys.argv holds other arguments
+    try:
+        return lightning_cli_class()(run=False, args=[
+            "--model=ae_ot.generators.WGAN", "--model.latent_dim=4", "--model.width=4", "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}", *args])
+    finally:
+        sys.argv = saved
+
+
+def fail_torch_save_half_way(monkeypatch) -> None:
+    """From now on torch.save writes the first half of the file, then the disk is full (ENOSPC)."""
+    real = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        real(obj, f, *args, **kwargs)
+        data = Path(f).read_bytes()
+        Path(f).write_bytes(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+def test_a_checkpoint_write_that_fails_half_way_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    from ae_ot.checkpoint import load_generator
+    from ae_ot.generators import WGAN
+    from ae_ot.lightning_io import AtomicCheckpointIO
+
+    cli = cli_without_running(tmp_path)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # the default of `ae-ot fit`
+    cli.trainer.strategy.connect(cli.model)
+    ckpt = tmp_path / "checkpoints" / "epoch=0-step=1.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+    before = ckpt.read_bytes()
+    with torch.no_grad():
+        next(cli.model.parameters()).add_(1.0)   # the new checkpoint differs
+    with monkeypatch.context() as patch:
+        fail_torch_save_half_way(patch)
+        with pytest.raises(OSError, match="No space left"):
+            cli.trainer.save_checkpoint(ckpt)
+    assert ckpt.read_bytes() == before and temp_files(ckpt.parent) == []
+    assert isinstance(load_generator(ckpt), WGAN)
+    cli.trainer.save_checkpoint(ckpt)   # the disk has room again: the new one, whole
+    assert ckpt.read_bytes() != before and isinstance(load_generator(ckpt), WGAN)
+
+
+def test_a_checkpoint_io_of_the_users_own_stands(tmp_path):
+    from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+    from ae_ot.lightning_io import AtomicCheckpointIO, with_atomic_checkpoint_io
+
+    cli = cli_without_running(tmp_path, "--trainer.plugins=pytorch_lightning.plugins.io.TorchCheckpointIO")
+    assert type(cli.trainer.strategy.checkpoint_io) is TorchCheckpointIO
+    other = object()
+    assert [type(p) for p in with_atomic_checkpoint_io(None)] == [AtomicCheckpointIO]
+    assert with_atomic_checkpoint_io(other)[0] is other and isinstance(with_atomic_checkpoint_io([other])[1],
+                                                                        AtomicCheckpointIO)
+
+
+def test_the_run_config_survives_a_full_disk(tmp_path, full_disk):
+    from ae_ot.lightning_io import AtomicSaveConfigCallback
+
+    cli = cli_without_running(tmp_path)
+    callback = next(c for c in cli.trainer.callbacks if isinstance(c, AtomicSaveConfigCallback))
+    config = tmp_path / "config.yaml"
+    config.write_text("the previous config")
+    with pytest.raises(OSError, match="No space left"):
+        callback.setup(cli.trainer, cli.model, "fit")
+    assert config.read_text() == "the previous config" and temp_files(tmp_path) == []
+
+
+def test_the_run_config_is_written_whole(tmp_path):
+    import yaml
+
+    from ae_ot.lightning_io import AtomicSaveConfigCallback
+
+    cli = cli_without_running(tmp_path)
+    callback = next(c for c in cli.trainer.callbacks if isinstance(c, AtomicSaveConfigCallback))
+    (tmp_path / "config.yaml").write_text("the previous config")   # `ae-ot fit` overwrites it
+    callback.setup(cli.trainer, cli.model, "fit")
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config["model"]["class_path"] == "ae_ot.generators.WGAN" and config["model"]["init_args"]["width"] == 4
+    assert temp_files(tmp_path) == [] and callback.parser is not None and not hasattr(callback.parser, "_parser")
