@@ -550,3 +550,25 @@ def test_the_run_config_is_written_whole(tmp_path):
     config = yaml.safe_load((tmp_path / "config.yaml").read_text())
     assert config["model"]["class_path"] == "ae_ot.generators.WGAN" and config["model"]["init_args"]["width"] == 4
     assert temp_files(tmp_path) == [] and callback.parser is not None and not hasattr(callback.parser, "_parser")
+
+
+# every file write of the package goes through ae_ot.io.atomic_write: the one place that writes in place is
+# ae_ot/io.py itself (the temporary file); streamed log files and in-memory buffers are not files to read back
+WRITE_CALL = r"\.write_text\(|\.write_bytes\(|json\.dump\(|np\.savez?\(|torch\.save\(|\.savefig\(|\.save\(|" \
+             r"open\([^)]*[\"'](w|wb|a|ab|x)[\"']"
+NOT_A_FILE_TO_READ_BACK = ('open(log_path, "w")', "savefig(buffer", "ot.save(checkpoint)")
+
+
+def test_every_file_the_package_writes_goes_through_the_atomic_writer():
+    import re
+
+    package = Path(__file__).resolve().parents[1] / "ae_ot"
+    in_place = []
+    for source in sorted(package.rglob("*.py")):
+        if source.name == "io.py" and source.parent == package:
+            continue
+        for number, line in enumerate(source.read_text().splitlines(), 1):
+            if (re.search(WRITE_CALL, line) and "atomic_write(" not in line
+                    and not any(allowed in line for allowed in NOT_A_FILE_TO_READ_BACK)):
+                in_place.append(f"{source.relative_to(package.parent)}:{number}: {line.strip()}")
+    assert in_place == [], "written in place, not through ae_ot.io.atomic_write:\n" + "\n".join(in_place)

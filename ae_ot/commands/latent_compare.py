@@ -36,7 +36,6 @@ training codes with each sampler's codes over it, and a row of decoded samples p
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import subprocess
@@ -51,6 +50,7 @@ import torch
 from ae_ot.checks import UserInputError
 from ae_ot.commands.parsing import CommandParser, command_line, function_parser, run_function
 from ae_ot.generators.autoencoder import gaussian_sampler, sample_gaussian
+from ae_ot.io import atomic_write, write_json_atomic
 from ae_ot.viz import save_figure
 
 __all__ = ["main", "latent_compare", "build_parser", "SAMPLER_NAMES", "check_same_autoencoder", "train_flow",
@@ -543,9 +543,9 @@ def latent_compare(ckpt_path: str, ot_cfm_ckpt: str | None = None, independent_c
     straightness_of = {name: straightness(flow, seed=seed) for name, flow in flows.items()}
 
     markdown = markdown_report(result, steps_rows, straightness_of, command)
-    (out / "latent_compare.md").write_text(markdown)
+    atomic_write(out / "latent_compare.md", lambda tmp: tmp.write_text(markdown))
     summary = _json_ready(result, steps_rows, straightness_of, command, num_samples, seed, copy_tolerance)
-    (out / "latent_compare.json").write_text(json.dumps(summary, indent=2))
+    write_json_atomic(summary, out / "latent_compare.json")
     plot_overview(result, out / "latent_compare.png", use_umap=not no_umap, seed=seed)
     plot_steps(steps_rows, straightness_of, out / "latent_steps.png")
     print(markdown)

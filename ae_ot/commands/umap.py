@@ -11,7 +11,6 @@ printed and saved as JSON beside the figure.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from ae_ot.checks import UserInputError
 from ae_ot.commands.parsing import CommandParser, function_parser, run_function
 from ae_ot.evaluation.latent import gap_score, gap_threshold, nearest_neighbour_distances
 from ae_ot.generators.autoencoder import gaussian_sampler, sample_gaussian
+from ae_ot.io import write_json_atomic
 from ae_ot.viz import save_figure
 
 __all__ = ["latent_gap_report", "umap_figure", "build_parser", "main"]
@@ -56,7 +56,7 @@ def latent_gap_report(model, images: torch.Tensor, labels: torch.Tensor, num_sam
     result["ratio_ot_to_naive"] = result["gap_score_ot"] / max(result["gap_score_naive"], 1e-12)
     if output is not None:
         _draw(model, codes, labels, naive, ot_codes, threshold, Path(output), result, umap_neighbors, seed)
-        Path(output).with_suffix(".json").write_text(json.dumps(result, indent=2))
+        write_json_atomic(result, Path(output).with_suffix(".json"))
     return result
 
 
