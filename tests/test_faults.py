@@ -33,6 +33,8 @@ AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 @pytest.fixture
 def full_disk(monkeypatch):
     """Every atomic write fails half-way: the writer runs, half of its bytes stay, then ENOSPC."""
+    import ae_ot.lightning_io  # imported before the patch, or it would bind the patched writer for good
+
     real = ae_ot.io.atomic_write
 
     def atomic_write(path, write):
@@ -46,7 +48,7 @@ def full_disk(monkeypatch):
 
     monkeypatch.setattr(ae_ot.io, "atomic_write", atomic_write)
     monkeypatch.setattr(ae_ot.viz, "atomic_write", atomic_write)
-    monkeypatch.setattr("ae_ot.lightning_io.atomic_write", atomic_write)
+    monkeypatch.setattr(ae_ot.lightning_io, "atomic_write", atomic_write)
 
 
 @pytest.fixture
@@ -572,3 +574,169 @@ def test_every_file_the_package_writes_goes_through_the_atomic_writer():
                     and not any(allowed in line for allowed in NOT_A_FILE_TO_READ_BACK)):
                 in_place.append(f"{source.relative_to(package.parent)}:{number}: {line.strip()}")
     assert in_place == [], "written in place, not through ae_ot.io.atomic_write:\n" + "\n".join(in_place)
+
+
+# --------------------------------------------------------------------------------------------
+# latent-compare, compare and umap: wrong files, unwritable outputs, a read-only cache
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def aeot_checkpoints(tmp_path_factory):
+    """Checkpoints of a tiny AE-OT model, one with an OT solution and one without, and of a WGAN, a
+    truncated and a foreign file (torch.save, no training): {name: path}."""
+    import pytorch_lightning as pl
+
+    from ae_ot.generators import AEOT
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    model = AEOT(latent_dim=4, width=4, ot=dict(time_limit=None, max_steps=5, backend="torch", eval_samples=4096))
+    paths = {}
+    for name in ("unsolved", "solved"):
+        if name == "solved":
+            model.solve_ot(torch.randn(40, 4), progress=False)
+        checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                      "pytorch-lightning_version": pl.__version__}
+        model.on_save_checkpoint(checkpoint)
+        paths[name] = folder / f"{name}.ckpt"
+        torch.save(checkpoint, paths[name])
+    paths["wgan"] = fake_generator_checkpoint(folder / "wgan.ckpt")
+    paths["truncated"] = folder / "truncated.ckpt"
+    paths["truncated"].write_bytes(paths["solved"].read_bytes()[:400])
+    paths["foreign"] = folder / "foreign.ckpt"
+    torch.save({"a": 1}, paths["foreign"])
+    return paths
+
+
+@pytest.fixture
+def no_heavy_work(monkeypatch):
+    """Training a flow, a classifier or a compare's models, evaluating, or encoding a dataset fails
+    the test (loading a checkpoint to check it is allowed)."""
+    from ae_ot.commands import compare, evaluate, latent_compare, umap
+    from ae_ot.evaluation import classifier
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the work started although the input was bad")
+
+    for module, name in [(latent_compare, "train_flow"), (latent_compare, "compare_latent_samplers"),
+                         (classifier, "train_classifier"), (umap, "latent_gap_report"),
+                         (compare, "train_with_budget"), (compare, "evaluate_checkpoints"),
+                         (evaluate, "evaluate_checkpoint"), (evaluate, "evaluate_real")]:
+        monkeypatch.setattr(module, name, fail)
+
+
+FLOW_CONFIG = ["--flow_config", str(Path(__file__).resolve().parents[1] / "models" / "latent_flow.yaml")]
+
+
+WRONG_FILES = [("truncated", "corrupt, truncated or not a PyTorch file"),
+               ("foreign", "is not a Lightning checkpoint"),
+               ("wgan", "holds a WGAN checkpoint; it must be a AEOT checkpoint"),
+               ("missing", "does not exist")]
+
+
+@pytest.mark.parametrize("kind, message", WRONG_FILES + [("unsolved", "AE-OT checkpoint with an OT solution")])
+def test_latent_compare_refuses_a_wrong_checkpoint_before_the_work(tmp_path, aeot_checkpoints, no_heavy_work, kind,
+                                                                    message):
+    from ae_ot.commands import latent_compare
+
+    ckpt = aeot_checkpoints.get(kind, tmp_path / "missing.ckpt")
+    out = tmp_path / "out"
+    with pytest.raises((UserInputError, FileNotFoundError), match=message) as err:
+        latent_compare.main(["--ckpt_path", str(ckpt), "--output_dir", str(out), "--no_progress", *FLOW_CONFIG])
+    one_line(str(err.value))
+    assert str(ckpt) in str(err.value) and not out.exists()
+
+
+@pytest.mark.parametrize("slot", ["ot_cfm", "independent_cfm"])
+def test_latent_compare_refuses_a_wrong_flow_before_training_the_other(tmp_path, aeot_checkpoints, no_heavy_work,
+                                                                       slot):
+    from ae_ot.commands import latent_compare
+
+    out = tmp_path / "out"
+    argv = ["--ckpt_path", str(aeot_checkpoints["solved"]), "--output_dir", str(out), "--no_progress", *FLOW_CONFIG]
+    for flow, message in [(aeot_checkpoints["wgan"], f"--{slot}_ckpt .*wgan.ckpt holds a WGAN checkpoint; it must "
+                                                     "be a LatentFlowMatching checkpoint"),
+                          (aeot_checkpoints["solved"], "holds a AEOT checkpoint; it must be a LatentFlowMatching")]:
+        with pytest.raises(UserInputError, match=message) as err:
+            latent_compare.main([*argv, f"--{slot}_ckpt", str(flow)])
+        one_line(str(err.value))
+    assert not out.exists()
+
+
+def test_latent_compare_refuses_an_output_folder_it_cannot_write(tmp_path, aeot_checkpoints, no_heavy_work, read_only):
+    from ae_ot.commands import latent_compare
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    (folder / "latent_compare.md").write_text("the previous report")
+    read_only(folder)
+    (tmp_path / "a_file").write_text("x")
+    for out, message in [(folder, "the folder .*ro is not writable"), (tmp_path / "a_file", "a_file is a file")]:
+        with pytest.raises(UserInputError, match=message) as err:
+            latent_compare.main(["--ckpt_path", str(aeot_checkpoints["solved"]), "--output_dir", str(out),
+                                 *FLOW_CONFIG])
+        one_line(str(err.value))
+    assert (folder / "latent_compare.md").read_text() == "the previous report"
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+@pytest.fixture
+def read_only_empty_cache(tmp_path, monkeypatch, read_only):
+    """AE_OT_CACHE is an empty read-only folder (no classifier cached)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    read_only(cache)
+    if AS_ROOT:  # root writes into a chmod-ed folder: refuse the probe file as the kernel would
+        def refuse(*args, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        monkeypatch.setattr(ae_ot.io.tempfile, "TemporaryFile", refuse)
+    monkeypatch.setenv("AE_OT_CACHE", str(cache))
+    import ae_ot.evaluation.classifier as classifier
+
+    monkeypatch.setattr(classifier, "_LOADED", {})   # nothing in memory either
+    return cache
+
+
+def test_latent_compare_refuses_a_read_only_cache_before_training_flows(tmp_path, aeot_checkpoints, no_heavy_work,
+                                                                       read_only_empty_cache):
+    from ae_ot.commands import latent_compare
+
+    with pytest.raises(UserInputError, match="cannot hold files.*point AE_OT_CACHE at a writable folder") as err:
+        latent_compare.main(["--ckpt_path", str(aeot_checkpoints["solved"]), "--output_dir", str(tmp_path / "out"),
+                             "--no_progress", *FLOW_CONFIG])
+    one_line(str(err.value))
+
+
+def test_compare_refuses_an_output_folder_it_cannot_write_or_a_read_only_cache(tmp_path, aeot_checkpoints,
+                                                                              no_heavy_work, read_only,
+                                                                              read_only_empty_cache):
+    from ae_ot.commands import compare
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    (folder / "compare.md").write_text("the previous table")
+    read_only(folder)
+    (tmp_path / "a_file").write_text("x")
+    argv = ["--ckpt_paths", str(aeot_checkpoints["solved"]), "--num_samples", "10", "--no_progress"]
+    for out, message in [(folder, "cannot write --output_dir .*ro/compare.md: the folder .*ro is not writable"),
+                         (tmp_path / "a_file", "a_file is a file, not a folder"),
+                         (tmp_path / "out", "cannot hold files.*point AE_OT_CACHE at a writable folder")]:
+        with pytest.raises(UserInputError, match=message) as err:
+            compare.main([*argv, "--output_dir", str(out)])
+        one_line(str(err.value))
+    assert (folder / "compare.md").read_text() == "the previous table" and (tmp_path / "a_file").read_text() == "x"
+
+
+@pytest.mark.parametrize("kind, message", WRONG_FILES[:2] + [("missing", "does not exist"),
+                                                            ("wgan", "holds a WGAN; `ae-ot umap` needs an AE-OT"),
+                                                            ("unsolved", "without an OT solution; solve it first")])
+def test_umap_refuses_a_wrong_checkpoint_before_encoding(tmp_path, aeot_checkpoints, no_heavy_work, kind, message):
+    pytest.importorskip("umap")
+    from ae_ot.commands import umap
+
+    ckpt = aeot_checkpoints.get(kind, tmp_path / "missing.ckpt")
+    output = tmp_path / "umap.png"
+    output.write_bytes(b"the previous figure")
+    with pytest.raises((UserInputError, FileNotFoundError), match=message) as err:
+        umap.main(["--ckpt_path", str(ckpt), "--output", str(output)])
+    one_line(str(err.value))
+    assert output.read_bytes() == b"the previous figure"

@@ -926,7 +926,7 @@ def compare(ckpt_paths: Sequence[str] = (), names: Sequence[str] | None = None, 
     dict
         The summary written to compare.json: the options and one row per generator.
     """
-    from ae_ot.io import write_json_atomic
+    from ae_ot.io import check_writable_path, write_json_atomic
 
     # the checks and the runs read the options as attributes, as compare_spec reads a parsed command line
     args = SimpleNamespace(ckpt_paths=list(ckpt_paths), names=None if names is None else list(names),
@@ -937,9 +937,13 @@ def compare(ckpt_paths: Sequence[str] = (), names: Sequence[str] | None = None, 
     command = command or command_line("ae-ot compare", vars(args))
     entries = check_arguments(args)
     out = Path(args.output_dir)
+    check_writable_path(out / "compare.md", "--output_dir")
     spec = compare_spec(args) if entries else None
     with output_lock(out):
         check_output_folder(out, spec)
+        from ae_ot.evaluation import get_classifier
+
+        get_classifier(progress=not args.no_progress)  # before any training: a cache that cannot hold it is refused
         if spec is not None and not (out / SPEC_FILE).is_file():
             # the command is stored for the reader; check_output_folder compares the spec's keys only
             write_json_atomic(dict(spec, command=command), out / SPEC_FILE)

@@ -435,9 +435,13 @@ def _json_ready(result: dict, steps_rows, straightness_of, command: str, num_sam
 # The command
 # --------------------------------------------------------------------------------------------
 def _check_options(ckpt_path, ot_cfm_ckpt, independent_cfm_ckpt, flow_config, num_samples, num_codes, steps,
-                   steps_num_samples, copy_tolerance) -> None:
-    """Every check that needs no model: raises UserInputError or FileNotFoundError naming the option."""
+                   steps_num_samples, copy_tolerance, output_dir) -> None:
+    """Every check that needs no model: raises UserInputError or FileNotFoundError naming the option
+    (each checkpoint is read and must be of its kind; the output folder must take files)."""
+    from ae_ot.checkpoint import check_generator_checkpoint
     from ae_ot.flow_matching import check_num_steps
+    from ae_ot.generators import AEOT, LatentFlowMatching
+    from ae_ot.io import check_writable_path
 
     for name, value in (("num_samples", num_samples), ("steps_num_samples", steps_num_samples)):
         if value < 6:
@@ -448,11 +452,13 @@ def _check_options(ckpt_path, ot_cfm_ckpt, independent_cfm_ckpt, flow_config, nu
         raise UserInputError(f"--copy_tolerance must be positive, got {copy_tolerance}")
     for k in steps:
         check_num_steps(k)
-    for path in (ckpt_path, ot_cfm_ckpt, independent_cfm_ckpt):
-        if path is not None and not Path(path).exists():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
+    for option, path, kind in (("--ckpt_path", ckpt_path, AEOT), ("--ot_cfm_ckpt", ot_cfm_ckpt, LatentFlowMatching),
+                               ("--independent_cfm_ckpt", independent_cfm_ckpt, LatentFlowMatching)):
+        if path is not None:
+            check_generator_checkpoint(path, kind, option)
     if (ot_cfm_ckpt is None or independent_cfm_ckpt is None) and not Path(flow_config).is_file():
         raise FileNotFoundError(f"flow config {flow_config} does not exist (needed to train the missing flows)")
+    check_writable_path(Path(output_dir) / "latent_compare.md", "--output_dir")
 
 
 def latent_compare(ckpt_path: str, ot_cfm_ckpt: str | None = None, independent_cfm_ckpt: str | None = None,
@@ -513,28 +519,29 @@ def latent_compare(ckpt_path: str, ot_cfm_ckpt: str | None = None, independent_c
     options = dict(ckpt_path=ckpt_path, ot_cfm_ckpt=ot_cfm_ckpt, independent_cfm_ckpt=independent_cfm_ckpt,
                    flow_config=flow_config, num_samples=num_samples, num_codes=num_codes, steps=list(steps),
                    steps_num_samples=steps_num_samples, copy_tolerance=copy_tolerance)
-    _check_options(**options)
+    _check_options(**options, output_dir=output_dir)
     command = command or command_line("ae-ot latent-compare", dict(
         options, fit_args=fit_args, steps_solver=steps_solver, seed=seed, data_dir=data_dir, output_dir=output_dir,
         no_umap=no_umap, no_progress=no_progress))
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-
     aeot = _load_aeot(ckpt_path)
-    architecture = {k: aeot.hparams[k] for k in ("latent_dim", "width", "channels", "loss") if k in aeot.hparams}
-    flows = {}
-    for slot, path in (("ot_cfm", ot_cfm_ckpt), ("independent_cfm", independent_cfm_ckpt)):
-        if path is None:
-            print(f"training the {SAMPLER_NAMES[slot]} flow on {ckpt_path} -> {out / 'runs' / slot}", flush=True)
-            path = train_flow(flow_config, ckpt_path, FLOW_COUPLINGS[slot], out / "runs" / slot, shlex.split(fit_args),
-                              architecture)
-        flows[slot] = _load_flow(path, slot, aeot, ckpt_path)
-
-    train_images, train_labels = _training_split(ckpt_path, data_dir)
-    if classifier is None and reference is None:
+    if classifier is None and reference is None:   # before training flows: a cache that cannot hold it is refused
         from ae_ot.evaluation import get_classifier
 
         classifier = get_classifier(progress=not no_progress)
+    out.mkdir(parents=True, exist_ok=True)
+    architecture = {k: aeot.hparams[k] for k in ("latent_dim", "width", "channels", "loss") if k in aeot.hparams}
+    given = {slot: path for slot, path in (("ot_cfm", ot_cfm_ckpt), ("independent_cfm", independent_cfm_ckpt)) if path}
+    flows = {slot: _load_flow(path, slot, aeot, ckpt_path) for slot, path in given.items()}  # checked before training
+    for slot in ("ot_cfm", "independent_cfm"):
+        if slot not in given:
+            print(f"training the {SAMPLER_NAMES[slot]} flow on {ckpt_path} -> {out / 'runs' / slot}", flush=True)
+            path = train_flow(flow_config, ckpt_path, FLOW_COUPLINGS[slot], out / "runs" / slot, shlex.split(fit_args),
+                              architecture)
+            flows[slot] = _load_flow(path, slot, aeot, ckpt_path)
+    flows = {slot: flows[slot] for slot in ("ot_cfm", "independent_cfm")}
+
+    train_images, train_labels = _training_split(ckpt_path, data_dir)
     result = compare_latent_samplers(aeot, flows, train_images, train_labels, num_samples, num_codes, seed,
                                      copy_tolerance, classifier, reference, progress=not no_progress)
     print("quality against ODE steps", flush=True)

@@ -146,6 +146,10 @@ def umap_figure(ckpt_path: str, output: str = "umap.png", num_codes: int = 10000
     model = load_generator(ckpt_path)
     if not hasattr(model, "latent_samples"):
         raise UserInputError(f"{ckpt_path} holds a {type(model).__name__}; `ae-ot umap` needs an AE-OT checkpoint")
+    if not model.has_ot_solution:   # before encoding the training set
+        raise UserInputError(f"{ckpt_path} holds an AE-OT model without an OT solution; solve it first with `ae-ot fit "
+                             f"--config models/ae_ot.yaml --model.init_args.autoencoder_ckpt={ckpt_path} "
+                             "--trainer.max_epochs=0`")
     splits = load_mnist(data_dir)
     keep = torch.randperm(splits.train_images.shape[0], generator=torch.Generator().manual_seed(seed))
     keep = keep[:num_codes]
