@@ -7,7 +7,8 @@ wrote and raises ENOSPC (a real small tmpfs needs root mounts). The tests run as
 ``chmod`` does not stop a write: there a read-only folder is simulated by patching ``os.replace`` /
 ``os.access`` to refuse it, as the kernel would for another user. Tiny problems on the torch kernel
 (the fused one would compile first), fake Lightning checkpoints (``torch.save``), no training: the
-module runs in well under a minute on 2 cores.
+module runs in well under a minute on 2 cores. ``kill -9`` during an AE-OT fit, which needs real
+fits, is tests/test_kill.py.
 """
 
 import errno
