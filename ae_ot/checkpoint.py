@@ -67,12 +67,18 @@ def generator_class_path(checkpoint: dict, path: Path) -> str:
         "and no config.yaml in its run folder (was it written by `ae-ot fit`?)")
 
 
-def check_generator_checkpoint(ckpt_path: str | Path) -> str:
+def check_generator_checkpoint(ckpt_path: str | Path, expected: type | None = None, option: str = "checkpoint") -> str:
     """The class path of the generator a checkpoint holds, after the checks that need no model:
-    the file is a readable Lightning checkpoint of a known generator class. Raises as
+    the file is a readable Lightning checkpoint of a known generator class and, when ``expected``
+    is given, of that class or a subclass (else :class:`UserInputError` naming ``option``, e.g.
+    ``"--ckpt_path"``, what the file holds and what it must hold). Raises as
     :func:`load_generator` does; commands call it on every checkpoint before the work starts."""
     path = Path(ckpt_path)
-    return _generator_class(read_checkpoint(path), path)[0]
+    class_path, cls = _generator_class(read_checkpoint(path), path)
+    if expected is not None and not issubclass(cls, expected):
+        raise UserInputError(f"{option} {path} holds a {cls.__name__} checkpoint; it must be a {expected.__name__} "
+                             f"checkpoint (written by `ae-ot fit --config` of a {expected.__name__} model)")
+    return class_path
 
 
 def _generator_class(checkpoint: dict, path: Path) -> tuple[str, type]:

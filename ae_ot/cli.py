@@ -3,7 +3,9 @@
 ``ae-ot fit|validate|test`` is Lightning's CLI (``--config``, dotted overrides such as
 ``--trainer.max_epochs=1``, ``--print_config``) in subclass mode: ``--model`` picks any
 :class:`~ae_ot.generators.GenerativeModel` of the zoo and ``--data`` any DataModule. Each run saves
-its resolved config as ``lightning_logs/version_k/config.yaml``.
+its resolved config as ``lightning_logs/version_k/config.yaml``. Checkpoints and that config are
+written atomically (:mod:`ae_ot.lightning_io`), unless ``--trainer.plugins`` names a
+``CheckpointIO`` of its own.
 
 The other sub-commands (``sample``, ``umap``, ``evaluate``, ``compare``, ...) are plain functions
 in :mod:`ae_ot.commands`, loaded only when called so that ``ae-ot fit`` starts fast. Their options
@@ -54,6 +56,7 @@ def lightning_cli_class():
     import ae_ot.data  # noqa: F401  (registers the DataModules for subclass mode)
     import ae_ot.generators  # noqa: F401  (registers the zoo for subclass mode)
     from ae_ot.generators.base import GenerativeModel
+    from ae_ot.lightning_io import AtomicSaveConfigCallback, with_atomic_checkpoint_io
 
     class ConciseErrorParser(LightningArgumentParser):
         """A parser whose errors are one line: ``model.latent_dim: Expected a <class 'int'>. Got
@@ -76,11 +79,19 @@ def lightning_cli_class():
             kwargs.setdefault("subclass_mode_data", True)
             kwargs.setdefault("seed_everything_default", 0)
             kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+            kwargs.setdefault("save_config_callback", AtomicSaveConfigCallback)
             kwargs.setdefault("parser_class", ConciseErrorParser)
             super().__init__(*args, **kwargs)
 
         def add_arguments_to_parser(self, parser) -> None:
             parser.set_defaults({"data": {"class_path": "ae_ot.data.MNISTDataModule"}})
+
+        def instantiate_trainer(self, **kwargs):
+            # Checkpoints are written atomically (ae_ot.lightning_io) unless the user's
+            # --trainer.plugins name a CheckpointIO of their own.
+            trainer_config = self.config_init.get(str(self.subcommand), self.config_init).get("trainer") or {}
+            kwargs["plugins"] = with_atomic_checkpoint_io(kwargs.get("plugins", trainer_config.get("plugins")))
+            return super().instantiate_trainer(**kwargs)
 
         def _parse_ckpt_path(self) -> None:
             # Lightning's own rule puts the checkpoint's hyperparameters over the command line and

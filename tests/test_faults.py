@@ -7,7 +7,8 @@ wrote and raises ENOSPC (a real small tmpfs needs root mounts). The tests run as
 ``chmod`` does not stop a write: there a read-only folder is simulated by patching ``os.replace`` /
 ``os.access`` to refuse it, as the kernel would for another user. Tiny problems on the torch kernel
 (the fused one would compile first), fake Lightning checkpoints (``torch.save``), no training: the
-module runs in well under a minute on 2 cores.
+module runs in well under a minute on 2 cores. ``kill -9`` during an AE-OT fit, which needs real
+fits, is tests/test_kill.py.
 """
 
 import errno
@@ -33,6 +34,8 @@ AS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
 @pytest.fixture
 def full_disk(monkeypatch):
     """Every atomic write fails half-way: the writer runs, half of its bytes stay, then ENOSPC."""
+    import ae_ot.lightning_io  # imported before the patch, or it would bind the patched writer for good
+
     real = ae_ot.io.atomic_write
 
     def atomic_write(path, write):
@@ -46,6 +49,7 @@ def full_disk(monkeypatch):
 
     monkeypatch.setattr(ae_ot.io, "atomic_write", atomic_write)
     monkeypatch.setattr(ae_ot.viz, "atomic_write", atomic_write)
+    monkeypatch.setattr(ae_ot.lightning_io, "atomic_write", atomic_write)
 
 
 @pytest.fixture
@@ -456,3 +460,284 @@ def test_sample_refuses_an_output_in_a_read_only_folder_before_loading(tmp_path,
     with pytest.raises(UserInputError, match="ro is not writable") as err:
         sample.main(["--ckpt_path", "any.ckpt", "--output", str(folder / "s.png")])
     one_line(str(err.value))
+
+
+# --------------------------------------------------------------------------------------------
+# Lightning's own writes: checkpoints and the run's config.yaml (ae_ot.lightning_io)
+# --------------------------------------------------------------------------------------------
+def cli_without_running(tmp_path, *args):
+    """The ``ae-ot fit`` LightningCLI, built (model, data, trainer) but not run."""
+    import sys
+
+    from ae_ot.cli import lightning_cli_class
+
+    saved, sys.argv = sys.argv, ["ae-ot"]       # LightningCLI warns when sys.argv holds other arguments
+    try:
+        return lightning_cli_class()(run=False, args=[
+            "--model=ae_ot.generators.WGAN", "--model.latent_dim=4", "--model.width=4", "--trainer.logger=false",
+            "--trainer.enable_progress_bar=false", f"--trainer.default_root_dir={tmp_path}", *args])
+    finally:
+        sys.argv = saved
+
+
+def fail_torch_save_half_way(monkeypatch) -> None:
+    """From now on torch.save writes the first half of the file, then the disk is full (ENOSPC)."""
+    real = torch.save
+
+    def save(obj, f, *args, **kwargs):
+        real(obj, f, *args, **kwargs)
+        data = Path(f).read_bytes()
+        Path(f).write_bytes(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", save)
+
+
+def test_a_checkpoint_write_that_fails_half_way_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
+    from ae_ot.checkpoint import load_generator
+    from ae_ot.generators import WGAN
+    from ae_ot.lightning_io import AtomicCheckpointIO
+
+    cli = cli_without_running(tmp_path)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # the default of `ae-ot fit`
+    cli.trainer.strategy.connect(cli.model)
+    ckpt = tmp_path / "checkpoints" / "epoch=0-step=1.ckpt"
+    cli.trainer.save_checkpoint(ckpt)
+    before = ckpt.read_bytes()
+    with torch.no_grad():
+        next(cli.model.parameters()).add_(1.0)   # the new checkpoint differs
+    with monkeypatch.context() as patch:
+        fail_torch_save_half_way(patch)
+        with pytest.raises(OSError, match="No space left"):
+            cli.trainer.save_checkpoint(ckpt)
+    assert ckpt.read_bytes() == before and temp_files(ckpt.parent) == []
+    assert isinstance(load_generator(ckpt), WGAN)
+    cli.trainer.save_checkpoint(ckpt)   # the disk has room again: the new one, whole
+    assert ckpt.read_bytes() != before and isinstance(load_generator(ckpt), WGAN)
+
+
+def test_a_checkpoint_io_of_the_users_own_stands(tmp_path):
+    from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+    from ae_ot.lightning_io import AtomicCheckpointIO, with_atomic_checkpoint_io
+
+    cli = cli_without_running(tmp_path, "--trainer.plugins=pytorch_lightning.plugins.io.TorchCheckpointIO")
+    assert type(cli.trainer.strategy.checkpoint_io) is TorchCheckpointIO
+    other = object()
+    assert [type(p) for p in with_atomic_checkpoint_io(None)] == [AtomicCheckpointIO]
+    assert with_atomic_checkpoint_io(other)[0] is other and isinstance(with_atomic_checkpoint_io([other])[1],
+                                                                        AtomicCheckpointIO)
+
+
+def test_the_run_config_survives_a_full_disk(tmp_path, full_disk):
+    from ae_ot.lightning_io import AtomicSaveConfigCallback
+
+    cli = cli_without_running(tmp_path)
+    callback = next(c for c in cli.trainer.callbacks if isinstance(c, AtomicSaveConfigCallback))
+    config = tmp_path / "config.yaml"
+    config.write_text("the previous config")
+    with pytest.raises(OSError, match="No space left"):
+        callback.setup(cli.trainer, cli.model, "fit")
+    assert config.read_text() == "the previous config" and temp_files(tmp_path) == []
+
+
+def test_the_run_config_is_written_whole(tmp_path):
+    import yaml
+
+    from ae_ot.lightning_io import AtomicSaveConfigCallback
+
+    cli = cli_without_running(tmp_path)
+    callback = next(c for c in cli.trainer.callbacks if isinstance(c, AtomicSaveConfigCallback))
+    (tmp_path / "config.yaml").write_text("the previous config")   # `ae-ot fit` overwrites it
+    callback.setup(cli.trainer, cli.model, "fit")
+    config = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert config["model"]["class_path"] == "ae_ot.generators.WGAN" and config["model"]["init_args"]["width"] == 4
+    assert temp_files(tmp_path) == [] and callback.parser is not None and not hasattr(callback.parser, "_parser")
+
+
+# every file write of the package goes through ae_ot.io.atomic_write: the one place that writes in place is
+# ae_ot/io.py itself (the temporary file); streamed log files and in-memory buffers are not files to read back
+WRITE_CALL = r"\.write_text\(|\.write_bytes\(|json\.dump\(|np\.savez?\(|torch\.save\(|\.savefig\(|\.save\(|" \
+             r"open\([^)]*[\"'](w|wb|a|ab|x)[\"']"
+NOT_A_FILE_TO_READ_BACK = ('open(log_path, "w")', "savefig(buffer", "ot.save(checkpoint)")
+
+
+def test_every_file_the_package_writes_goes_through_the_atomic_writer():
+    import re
+
+    package = Path(__file__).resolve().parents[1] / "ae_ot"
+    in_place = []
+    for source in sorted(package.rglob("*.py")):
+        if source.name == "io.py" and source.parent == package:
+            continue
+        for number, line in enumerate(source.read_text().splitlines(), 1):
+            if (re.search(WRITE_CALL, line) and "atomic_write(" not in line
+                    and not any(allowed in line for allowed in NOT_A_FILE_TO_READ_BACK)):
+                in_place.append(f"{source.relative_to(package.parent)}:{number}: {line.strip()}")
+    assert in_place == [], "written in place, not through ae_ot.io.atomic_write:\n" + "\n".join(in_place)
+
+
+# --------------------------------------------------------------------------------------------
+# latent-compare, compare and umap: wrong files, unwritable outputs, a read-only cache
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def aeot_checkpoints(tmp_path_factory):
+    """Checkpoints of a tiny AE-OT model, one with an OT solution and one without, and of a WGAN, a
+    truncated and a foreign file (torch.save, no training): {name: path}."""
+    import pytorch_lightning as pl
+
+    from ae_ot.generators import AEOT
+
+    folder = tmp_path_factory.mktemp("checkpoints")
+    torch.manual_seed(0)
+    model = AEOT(latent_dim=4, width=4, ot=dict(time_limit=None, max_steps=5, backend="torch", eval_samples=4096))
+    paths = {}
+    for name in ("unsolved", "solved"):
+        if name == "solved":
+            model.solve_ot(torch.randn(40, 4), progress=False)
+        checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams),
+                      "pytorch-lightning_version": pl.__version__}
+        model.on_save_checkpoint(checkpoint)
+        paths[name] = folder / f"{name}.ckpt"
+        torch.save(checkpoint, paths[name])
+    paths["wgan"] = fake_generator_checkpoint(folder / "wgan.ckpt")
+    paths["truncated"] = folder / "truncated.ckpt"
+    paths["truncated"].write_bytes(paths["solved"].read_bytes()[:400])
+    paths["foreign"] = folder / "foreign.ckpt"
+    torch.save({"a": 1}, paths["foreign"])
+    return paths
+
+
+@pytest.fixture
+def no_heavy_work(monkeypatch):
+    """Training a flow, a classifier or a compare's models, evaluating, or encoding a dataset fails
+    the test (loading a checkpoint to check it is allowed)."""
+    from ae_ot.commands import compare, evaluate, latent_compare, umap
+    from ae_ot.evaluation import classifier
+
+    def fail(*args, **kwargs):
+        raise AssertionError("the work started although the input was bad")
+
+    for module, name in [(latent_compare, "train_flow"), (latent_compare, "compare_latent_samplers"),
+                         (classifier, "train_classifier"), (umap, "latent_gap_report"),
+                         (compare, "train_with_budget"), (compare, "evaluate_checkpoints"),
+                         (evaluate, "evaluate_checkpoint"), (evaluate, "evaluate_real")]:
+        monkeypatch.setattr(module, name, fail)
+
+
+FLOW_CONFIG = ["--flow_config", str(Path(__file__).resolve().parents[1] / "models" / "latent_flow.yaml")]
+
+
+WRONG_FILES = [("truncated", "corrupt, truncated or not a PyTorch file"),
+               ("foreign", "is not a Lightning checkpoint"),
+               ("wgan", "holds a WGAN checkpoint; it must be a AEOT checkpoint"),
+               ("missing", "does not exist")]
+
+
+@pytest.mark.parametrize("kind, message", WRONG_FILES + [("unsolved", "AE-OT checkpoint with an OT solution")])
+def test_latent_compare_refuses_a_wrong_checkpoint_before_the_work(tmp_path, aeot_checkpoints, no_heavy_work, kind,
+                                                                    message):
+    from ae_ot.commands import latent_compare
+
+    ckpt = aeot_checkpoints.get(kind, tmp_path / "missing.ckpt")
+    out = tmp_path / "out"
+    with pytest.raises((UserInputError, FileNotFoundError), match=message) as err:
+        latent_compare.main(["--ckpt_path", str(ckpt), "--output_dir", str(out), "--no_progress", *FLOW_CONFIG])
+    one_line(str(err.value))
+    assert str(ckpt) in str(err.value) and not out.exists()
+
+
+@pytest.mark.parametrize("slot", ["ot_cfm", "independent_cfm"])
+def test_latent_compare_refuses_a_wrong_flow_before_training_the_other(tmp_path, aeot_checkpoints, no_heavy_work,
+                                                                       slot):
+    from ae_ot.commands import latent_compare
+
+    out = tmp_path / "out"
+    argv = ["--ckpt_path", str(aeot_checkpoints["solved"]), "--output_dir", str(out), "--no_progress", *FLOW_CONFIG]
+    for flow, message in [(aeot_checkpoints["wgan"], f"--{slot}_ckpt .*wgan.ckpt holds a WGAN checkpoint; it must "
+                                                     "be a LatentFlowMatching checkpoint"),
+                          (aeot_checkpoints["solved"], "holds a AEOT checkpoint; it must be a LatentFlowMatching")]:
+        with pytest.raises(UserInputError, match=message) as err:
+            latent_compare.main([*argv, f"--{slot}_ckpt", str(flow)])
+        one_line(str(err.value))
+    assert not out.exists()
+
+
+def test_latent_compare_refuses_an_output_folder_it_cannot_write(tmp_path, aeot_checkpoints, no_heavy_work, read_only):
+    from ae_ot.commands import latent_compare
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    (folder / "latent_compare.md").write_text("the previous report")
+    read_only(folder)
+    (tmp_path / "a_file").write_text("x")
+    for out, message in [(folder, "the folder .*ro is not writable"), (tmp_path / "a_file", "a_file is a file")]:
+        with pytest.raises(UserInputError, match=message) as err:
+            latent_compare.main(["--ckpt_path", str(aeot_checkpoints["solved"]), "--output_dir", str(out),
+                                 *FLOW_CONFIG])
+        one_line(str(err.value))
+    assert (folder / "latent_compare.md").read_text() == "the previous report"
+    assert (tmp_path / "a_file").read_text() == "x"
+
+
+@pytest.fixture
+def read_only_empty_cache(tmp_path, monkeypatch, read_only):
+    """AE_OT_CACHE is an empty read-only folder (no classifier cached)."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    read_only(cache)
+    if AS_ROOT:  # root writes into a chmod-ed folder: refuse the probe file as the kernel would
+        def refuse(*args, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        monkeypatch.setattr(ae_ot.io.tempfile, "TemporaryFile", refuse)
+    monkeypatch.setenv("AE_OT_CACHE", str(cache))
+    import ae_ot.evaluation.classifier as classifier
+
+    monkeypatch.setattr(classifier, "_LOADED", {})   # nothing in memory either
+    return cache
+
+
+def test_latent_compare_refuses_a_read_only_cache_before_training_flows(tmp_path, aeot_checkpoints, no_heavy_work,
+                                                                       read_only_empty_cache):
+    from ae_ot.commands import latent_compare
+
+    with pytest.raises(UserInputError, match="cannot hold files.*point AE_OT_CACHE at a writable folder") as err:
+        latent_compare.main(["--ckpt_path", str(aeot_checkpoints["solved"]), "--output_dir", str(tmp_path / "out"),
+                             "--no_progress", *FLOW_CONFIG])
+    one_line(str(err.value))
+
+
+def test_compare_refuses_an_output_folder_it_cannot_write_or_a_read_only_cache(tmp_path, aeot_checkpoints,
+                                                                              no_heavy_work, read_only,
+                                                                              read_only_empty_cache):
+    from ae_ot.commands import compare
+
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    (folder / "compare.md").write_text("the previous table")
+    read_only(folder)
+    (tmp_path / "a_file").write_text("x")
+    argv = ["--ckpt_paths", str(aeot_checkpoints["solved"]), "--num_samples", "10", "--no_progress"]
+    for out, message in [(folder, "cannot write --output_dir .*ro/compare.md: the folder .*ro is not writable"),
+                         (tmp_path / "a_file", "a_file is a file, not a folder"),
+                         (tmp_path / "out", "cannot hold files.*point AE_OT_CACHE at a writable folder")]:
+        with pytest.raises(UserInputError, match=message) as err:
+            compare.main([*argv, "--output_dir", str(out)])
+        one_line(str(err.value))
+    assert (folder / "compare.md").read_text() == "the previous table" and (tmp_path / "a_file").read_text() == "x"
+
+
+@pytest.mark.parametrize("kind, message", WRONG_FILES[:2] + [("missing", "does not exist"),
+                                                            ("wgan", "holds a WGAN; `ae-ot umap` needs an AE-OT"),
+                                                            ("unsolved", "without an OT solution; solve it first")])
+def test_umap_refuses_a_wrong_checkpoint_before_encoding(tmp_path, aeot_checkpoints, no_heavy_work, kind, message):
+    pytest.importorskip("umap")
+    from ae_ot.commands import umap
+
+    ckpt = aeot_checkpoints.get(kind, tmp_path / "missing.ckpt")
+    output = tmp_path / "umap.png"
+    output.write_bytes(b"the previous figure")
+    with pytest.raises((UserInputError, FileNotFoundError), match=message) as err:
+        umap.main(["--ckpt_path", str(ckpt), "--output", str(output)])
+    one_line(str(err.value))
+    assert output.read_bytes() == b"the previous figure"

@@ -54,9 +54,13 @@ DEFAULT_STEPS = (1, 2, 5, 10, 20, 50)
 
 
 def _check_options(ckpt_path, ot_cfm_ckpt, independent_cfm_ckpt, flow_config, num_samples, num_codes, steps,
-                   steps_num_samples, copy_tolerance) -> None:
-    """Every check that needs no model: raises UserInputError or FileNotFoundError naming the option."""
+                   steps_num_samples, copy_tolerance, output_dir) -> None:
+    """Every check that needs no model: raises UserInputError or FileNotFoundError naming the option
+    (each checkpoint is read and must be of its kind; the output folder must take files)."""
+    from ae_ot.checkpoint import check_generator_checkpoint
     from ae_ot.flow_matching import check_num_steps
+    from ae_ot.generators import AEOT, LatentFlowMatching
+    from ae_ot.io import check_writable_path
 
     check_sample_count(num_samples)
     check_sample_count(steps_num_samples, "steps_num_samples")
@@ -66,11 +70,13 @@ def _check_options(ckpt_path, ot_cfm_ckpt, independent_cfm_ckpt, flow_config, nu
         raise UserInputError(f"--copy_tolerance must be positive, got {copy_tolerance}")
     for k in steps:
         check_num_steps(k)
-    for path in (ckpt_path, ot_cfm_ckpt, independent_cfm_ckpt):
-        if path is not None and not Path(path).exists():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
+    for option, path, kind in (("--ckpt_path", ckpt_path, AEOT), ("--ot_cfm_ckpt", ot_cfm_ckpt, LatentFlowMatching),
+                               ("--independent_cfm_ckpt", independent_cfm_ckpt, LatentFlowMatching)):
+        if path is not None:
+            check_generator_checkpoint(path, kind, option)
     if (ot_cfm_ckpt is None or independent_cfm_ckpt is None) and not Path(flow_config).is_file():
         raise FileNotFoundError(f"flow config {flow_config} does not exist (needed to train the missing flows)")
+    check_writable_path(Path(output_dir) / "latent_compare.md", "--output_dir")
 
 
 def latent_compare(ckpt_path: str, ot_cfm_ckpt: str | None = None, independent_cfm_ckpt: str | None = None,
@@ -131,7 +137,7 @@ def latent_compare(ckpt_path: str, ot_cfm_ckpt: str | None = None, independent_c
     options = dict(ckpt_path=ckpt_path, ot_cfm_ckpt=ot_cfm_ckpt, independent_cfm_ckpt=independent_cfm_ckpt,
                    flow_config=flow_config, num_samples=num_samples, num_codes=num_codes, steps=list(steps),
                    steps_num_samples=steps_num_samples, copy_tolerance=copy_tolerance)
-    _check_options(**options)
+    _check_options(**options, output_dir=output_dir)
     command = command or command_line("ae-ot latent-compare", dict(
         options, fit_args=fit_args, steps_solver=steps_solver, seed=seed, data_dir=data_dir, output_dir=output_dir,
         no_umap=no_umap, no_progress=no_progress))

@@ -15,7 +15,6 @@ the 99th percentile of the targets' nearest-neighbour distances.
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,6 +24,7 @@ import torch
 
 from ae_ot.checks import UserInputError
 from ae_ot.evaluation.latent import gap_score, nearest_neighbour_distances
+from ae_ot.io import write_json_atomic
 from ae_ot.parsing import CommandParser, function_parser, run_function
 from ae_ot.viz import save_figure
 
@@ -146,7 +146,7 @@ def run(names=POINT_SETS, output_dir: str | Path = "toy2d", num_points: int = 10
         if make_figures:
             _figure(name, solver, labels, plain, extended, math.radians(angle_threshold_deg),
                     output_dir / f"{name}.png", stats)
-    (output_dir / "toy2d.json").write_text(json.dumps(results, indent=2))
+    write_json_atomic(results, output_dir / "toy2d.json")
     return results
 
 

@@ -11,7 +11,6 @@ printed and saved as JSON beside the figure.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import torch
@@ -19,6 +18,7 @@ import torch
 from ae_ot.checks import UserInputError
 from ae_ot.evaluation.latent import gap_score, gap_threshold, nearest_neighbour_distances
 from ae_ot.generators.autoencoder import gaussian_sampler, sample_gaussian
+from ae_ot.io import write_json_atomic
 from ae_ot.parsing import CommandParser, function_parser, run_function
 from ae_ot.viz import save_figure
 
@@ -56,7 +56,7 @@ def latent_gap_report(model, images: torch.Tensor, labels: torch.Tensor, num_sam
     result["ratio_ot_to_naive"] = result["gap_score_ot"] / max(result["gap_score_naive"], 1e-12)
     if output is not None:
         _draw(model, codes, labels, naive, ot_codes, threshold, Path(output), result, umap_neighbors, seed)
-        Path(output).with_suffix(".json").write_text(json.dumps(result, indent=2))
+        write_json_atomic(result, Path(output).with_suffix(".json"))
     return result
 
 
@@ -146,6 +146,10 @@ def umap_figure(ckpt_path: str, output: str = "umap.png", num_codes: int = 10000
     model = load_generator(ckpt_path)
     if not hasattr(model, "latent_samples"):
         raise UserInputError(f"{ckpt_path} holds a {type(model).__name__}; `ae-ot umap` needs an AE-OT checkpoint")
+    if not model.has_ot_solution:   # before encoding the training set
+        raise UserInputError(f"{ckpt_path} holds an AE-OT model without an OT solution; solve it first with `ae-ot fit "
+                             f"--config models/ae_ot.yaml --model.init_args.autoencoder_ckpt={ckpt_path} "
+                             "--trainer.max_epochs=0`")
     splits = load_mnist(data_dir)
     keep = torch.randperm(splits.train_images.shape[0], generator=torch.Generator().manual_seed(seed))
     keep = keep[:num_codes]

@@ -26,12 +26,15 @@ def run_comparison(args, entries: list[TrainEntry], command: str) -> dict:
     finished fit and an evaluated point are read back instead of being run again. UserInputError
     when no generator could be evaluated (the reports are written first).
     """
-    from ae_ot.io import write_json_atomic
+    from ae_ot.evaluation import get_classifier
+    from ae_ot.io import check_writable_path, write_json_atomic
 
     out = Path(args.output_dir)
+    check_writable_path(out / "compare.md", "--output_dir")
     spec = compare_spec(args) if entries else None
     with output_lock(out):
         check_output_folder(out, spec)
+        get_classifier(progress=not args.no_progress)  # before any training: a cache that cannot hold it is refused
         if spec is not None and not (out / SPEC_FILE).is_file():
             # the command is stored for the reader; check_output_folder compares the spec's keys only
             write_json_atomic(dict(spec, command=command), out / SPEC_FILE)

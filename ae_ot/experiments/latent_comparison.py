@@ -27,13 +27,16 @@ def load_flows(aeot, ckpt_path: str, flow_paths: dict, flow_config: str, fit_arg
     ``flow_paths[slot]``, or a flow trained now on ``ckpt_path``'s autoencoder with ``flow_config``
     and ``fit_args`` into ``out/runs/<slot>``."""
     architecture = {k: aeot.hparams[k] for k in ("latent_dim", "width", "channels", "loss") if k in aeot.hparams}
+    # the given flows are checked before any flow is trained
+    given = {slot: load_flow(flow_paths[slot], slot, aeot, ckpt_path) for slot in FLOW_COUPLINGS if flow_paths.get(slot)}
     flows = {}
     for slot in FLOW_COUPLINGS:
-        path = flow_paths.get(slot)
-        if path is None:
-            print(f"training the {SAMPLER_NAMES[slot]} flow on {ckpt_path} -> {out / 'runs' / slot}", flush=True)
-            path = train_flow(flow_config, ckpt_path, FLOW_COUPLINGS[slot], out / "runs" / slot, shlex.split(fit_args),
-                              architecture)
+        if slot in given:
+            flows[slot] = given[slot]
+            continue
+        print(f"training the {SAMPLER_NAMES[slot]} flow on {ckpt_path} -> {out / 'runs' / slot}", flush=True)
+        path = train_flow(flow_config, ckpt_path, FLOW_COUPLINGS[slot], out / "runs" / slot, shlex.split(fit_args),
+                          architecture)
         flows[slot] = load_flow(path, slot, aeot, ckpt_path)
     return flows
 
@@ -46,14 +49,14 @@ def run_latent_comparison(ckpt_path: str, flow_paths: dict, *, flow_config: str,
     ``output_dir`` (the options of :func:`ae_ot.commands.latent_compare.latent_compare`, checked);
     returns the summary written to ``latent_compare.json``."""
     out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     aeot = load_aeot(ckpt_path)
-    flows = load_flows(aeot, ckpt_path, flow_paths, flow_config, fit_args, out)
-    train_images, train_labels = training_split(ckpt_path, data_dir)
-    if classifier is None and reference is None:
+    if classifier is None and reference is None:   # before training flows: a cache that cannot hold it is refused
         from ae_ot.evaluation import get_classifier  # looked up on call: tests put a small one there
 
         classifier = get_classifier(progress=progress)
+    out.mkdir(parents=True, exist_ok=True)
+    flows = load_flows(aeot, ckpt_path, flow_paths, flow_config, fit_args, out)
+    train_images, train_labels = training_split(ckpt_path, data_dir)
     result = compare_latent_samplers(aeot, flows, train_images, train_labels, num_samples, num_codes, seed,
                                      copy_tolerance, classifier, reference, progress=progress)
     print("quality against ODE steps", flush=True)
