@@ -102,7 +102,7 @@ LAYERS = [
     ["ae_ot.datasets", "ae_ot.nets", "ae_ot.viz", "ae_ot.flow_matching", "ae_ot.callbacks"],
     ["ae_ot.data", "ae_ot.evaluation"],
     ["ae_ot.generators"],
-    ["ae_ot.checkpoint"],
+    ["ae_ot.checkpoint", "ae_ot.lightning_io"],
     ["ae_ot.parsing"],
     ["ae_ot.experiments"],
     ["ae_ot.commands"],
