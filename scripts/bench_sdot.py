@@ -579,12 +579,11 @@ def run_ours_timed(prob: PeerProblem, ev: HeldOut, method: str, times, a) -> dic
     seconds (evaluation excluded).
     """
     opts = dict(json.loads(a.aeot_options)) if method == "aeot" else {}
-    if ev.exact:
-        opts["exact_eval"] = True
+    exact = {"exact_eval": True} if ev.exact else {}
     ot = SemiDiscreteOT(prob.targets, low=prob.low, high=prob.high, seed=a.seed)
     label = {"default": "ours default", "aeot": "ours aeot (pyOMT)"}.get(method, f"ours {method}")
     rec = {"label": f"{label}: fit(time_limit={a.budget:g})", "method": method, "kind": "timed",
-           "settings": {"time_limit": a.budget, **opts}, "time_axis": "time",
+           "settings": {"time_limit": a.budget, **opts, **exact}, "time_axis": "time",
            "curve": "fit(eval_times=...): held-out errors at those solver times"}
     t0 = time.perf_counter()
     err, rep = None, None
@@ -592,7 +591,7 @@ def run_ours_timed(prob: PeerProblem, ev: HeldOut, method: str, times, a) -> dic
         warnings.simplefilter("always")
         try:
             rep = ot.fit(method=method, time_limit=a.budget, max_steps=10**9, eval_times=list(times),
-                         eval_samples=ev.num_samples, progress=False, **opts)
+                         eval_samples=ev.num_samples, progress=False, options=opts or None, **exact)
         except Exception as e:  # a failing method is a result, not the end of the benchmark
             err, rep = f"{type(e).__name__}: {e}", ot.report
     rec["peak_mem_mb"] = mem.extra_mb

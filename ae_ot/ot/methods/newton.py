@@ -232,9 +232,8 @@ class NewtonMethod(SolverMethod):
             state.gap_ema.mul_(b).add_(gap_sums / m, alpha=1 - b)
         mass_ema, gap_ema = state.mass_ema, state.gap_ema
         mean_gap = torch.where(gap_mass_ema > 0, gap_ema / gap_mass_ema.clamp_min(1e-300), torch.zeros_like(gap_ema))
-        # Cells never seen yet, or seen only at exact float ties (gap 0: with N = 8,000 in 2-D a few
-        # samples per batch tie in float32, and a zero gap made the Hessian estimate infinite):
-        # borrow the median typical gap so they still move.
+        # Cells never seen yet, or seen only at exact float ties (gap 0, which would make the
+        # Hessian estimate infinite): borrow the median typical gap so they still move.
         valid = mean_gap > 0
         if not bool(valid.all()):
             fill = mean_gap[valid].median() if bool(valid.any()) else torch.ones((), dtype=gap_ema.dtype,
@@ -254,7 +253,7 @@ class NewtonMethod(SolverMethod):
         kappa = problem.dim / (problem.dim + 1.0)
         # Newton step g_i / H_ii with H_ii = kappa * max(mass_i, nu_i) / G_i: the curvature of an
         # oversized cell grows with its mass, so its step is (m - nu) / m * G / kappa (bounded),
-        # not rel * G / kappa (which overshoots and made 1-D runs diverge).
+        # not rel * G / kappa (which overshoots).
         gradient = masses - nu
         hessian_diag = kappa * torch.maximum(mass_ema, nu) / mean_gap
         if self.sparse_hessian:
