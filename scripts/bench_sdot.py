@@ -219,10 +219,10 @@ def bench_solve(a):
     times = [float(t) for t in a.eval_times.split(",")]
     for method in a.methods.split(","):
         ot = SemiDiscreteOT(y, seed=a.seed, precision=a.precision)
-        opts = {"grad_tol": 0.0} if method == "aeot" else {}  # run the full budget
+        options = {"grad_tol": 0.0} if method == "aeot" else None  # run the full budget
         t0 = time.time()
         rep = ot.fit(method=method, max_steps=10**7, time_limit=a.budget, eval_times=times,
-                     eval_samples=a.eval_samples, progress=False, **opts)
+                     eval_samples=a.eval_samples, progress=False, options=options)
         hist = [{k: v for k, v in r.items()} for r in rep.history]
         res = {"bench": "solve", "problem": name, "method": method, "budget_s": a.budget,
                "steps": rep.steps, "samples": rep.samples, "batch": rep.batch_size,
@@ -358,23 +358,6 @@ class PeerProblem:
         self.label = f"{name} N={self.n} d={self.d} box {box}"
 
 
-def _exact_errors(ot: SemiDiscreteOT) -> dict:
-    """Errors of ``ot.heights`` from the exact polygon areas (2-D): ``errors(exact=True)``, or with
-    a solver that lacks it, ``exact_cell_measures_2d`` from wherever the solver keeps it."""
-    try:
-        return ot.errors(exact=True)
-    except TypeError:  # an ae_ot.ot without errors(exact=...)
-        pass
-    try:
-        from ae_ot.ot.geometry2d import exact_cell_measures_2d
-    except ImportError:
-        from ae_ot.ot.semidiscrete import exact_cell_measures_2d
-    mu = exact_cell_measures_2d(ot.targets, ot.heights, ot.low, ot.high)
-    rel = (mu * ot.targets.shape[0] - 1).abs()  # uniform weights: |mu_i - nu_i| / nu_i
-    return {"mean_rel": float(rel.mean()), "mean_rel_corrected": float(rel.mean()), "max_rel": float(rel.max()),
-            "empty_cells": int((mu <= 0).sum()), "noise_floor": 0.0}
-
-
 class HeldOut:
     """The one held-out evaluation every method of a ``compare`` run is scored with.
 
@@ -411,7 +394,7 @@ class HeldOut:
                     "noise_floor": None, "nonfinite_heights": int((~torch.isfinite(h)).sum()), "eval_s": 0.0}
         self.ot.heights = h
         if self.exact:
-            e = _exact_errors(self.ot)
+            e = self.ot.errors(exact=True)
             out = {k: e[k] for k in METRIC_KEYS}
             out["eval"] = "exact areas"
         else:
@@ -596,12 +579,11 @@ def run_ours_timed(prob: PeerProblem, ev: HeldOut, method: str, times, a) -> dic
     seconds (evaluation excluded).
     """
     opts = dict(json.loads(a.aeot_options)) if method == "aeot" else {}
-    if ev.exact:
-        opts["exact_eval"] = True
+    exact = {"exact_eval": True} if ev.exact else {}
     ot = SemiDiscreteOT(prob.targets, low=prob.low, high=prob.high, seed=a.seed)
     label = {"default": "ours default", "aeot": "ours aeot (pyOMT)"}.get(method, f"ours {method}")
     rec = {"label": f"{label}: fit(time_limit={a.budget:g})", "method": method, "kind": "timed",
-           "settings": {"time_limit": a.budget, **opts}, "time_axis": "time",
+           "settings": {"time_limit": a.budget, **opts, **exact}, "time_axis": "time",
            "curve": "fit(eval_times=...): held-out errors at those solver times"}
     t0 = time.perf_counter()
     err, rep = None, None
@@ -609,7 +591,7 @@ def run_ours_timed(prob: PeerProblem, ev: HeldOut, method: str, times, a) -> dic
         warnings.simplefilter("always")
         try:
             rep = ot.fit(method=method, time_limit=a.budget, max_steps=10**9, eval_times=list(times),
-                         eval_samples=ev.num_samples, progress=False, **opts)
+                         eval_samples=ev.num_samples, progress=False, options=opts or None, **exact)
         except Exception as e:  # a failing method is a result, not the end of the benchmark
             err, rep = f"{type(e).__name__}: {e}", ot.report
     rec["peak_mem_mb"] = mem.extra_mb

@@ -7,8 +7,8 @@ For each problem it prints the chi-square divergence of the two starts' cell mas
 weights (2^16 common samples; exact areas in 2-D), which one ``SemiDiscreteOT`` picks, and, on
 the 2-D problems, the wall time of the user's call ``fit(tol=0.01)`` from each start (exact
 areas, so the verdict is exact), alternating the two starts ``--repeats`` times in one process.
-The user's cells are forced through the public ``unit.voronoi`` attribute, which is where
-``SemiDiscreteOT`` stores the start it picked (None: the unit problem's own Voronoi cells).
+The user's cells are forced by setting them as the solution and fitting with
+``NewtonOptions(warm_start="current")`` / ``Exact2DOptions(warm_start="current")``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench_sdot import gmm, mnist_codes  # noqa: E402
 
 from ae_ot.commands.toy2d import point_set  # noqa: E402
-from ae_ot.ot import SemiDiscreteOT  # noqa: E402
+from ae_ot.ot import SemiDiscreteOT, SemiDiscreteSolution  # noqa: E402
 
 
 def problems() -> dict:
@@ -43,10 +43,11 @@ def problems() -> dict:
 
 
 def chi_square(ot: SemiDiscreteOT, heights: torch.Tensor) -> float:
-    if ot.exact_measures_available():
+    unit = ot.problem.unit
+    if ot.problem.exact_measures_available():
         areas = ot.exact_cell_measures(heights)
-        return float((areas ** 2 / ot.unit.weights).sum()) - 1
-    return ot.unit.chi_square(heights, ot.unit.uniform(1 << 16, torch.Generator().manual_seed(1)))
+        return float((areas ** 2 / unit.weights).sum()) - 1
+    return unit.chi_square(heights, unit.uniform(1 << 16, torch.Generator().manual_seed(1)))
 
 
 def main() -> None:
@@ -56,10 +57,9 @@ def main() -> None:
     warnings.simplefilter("ignore")
     for name, (targets, low, high) in problems().items():
         ot = SemiDiscreteOT(targets, low=low, high=high, seed=0)
-        picked = "user" if ot.unit.voronoi is not None else "unit"
-        ot.unit.voronoi = None
-        unit = ot.unit.voronoi_heights()
-        print(f"{name}: chi2 user cells {chi_square(ot, ot.nearest_neighbour_heights()):.3g}, unit cells "
+        unit, user = ot.problem.unit.voronoi_heights(), ot.problem.nearest_neighbour_heights()
+        picked = "unit" if torch.equal(ot.problem.warm_start(0), unit) else "user"
+        print(f"{name}: chi2 user cells {chi_square(ot, user):.3g}, unit cells "
               f"{chi_square(ot, unit):.3g}; picked: {picked}", flush=True)
         if targets.shape[1] != 2:
             continue
@@ -67,10 +67,12 @@ def main() -> None:
             for start in ("user", "picked"):
                 started = time.perf_counter()
                 solver = SemiDiscreteOT(targets, low=low, high=high, seed=0)
+                options = None
                 if start == "user":
-                    solver.unit.voronoi = solver.nearest_neighbour_heights()
+                    solver.solution = SemiDiscreteSolution(solver.problem, solver.problem.nearest_neighbour_heights())
+                    options = {"warm_start": "current"}
                 try:
-                    report = solver.fit(tol=0.01, progress=False)
+                    report = solver.fit(tol=0.01, progress=False, options=options)
                     outcome = (f"{report.steps} steps, converged {report.converged}, exact error "
                                f"{solver.errors(exact=True)['mean_rel']:.2e}")
                 except ValueError as err:

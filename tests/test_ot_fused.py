@@ -134,7 +134,7 @@ def test_solver_fits_alike_on_both_kernels():
     errs = {}
     for backend in ("fused", "torch"):
         ot = SemiDiscreteOT(y, backend=backend, seed=0)
-        assert ot.backend == backend
+        assert ot.problem.backend == backend
         report = ot.fit(max_steps=60, batch_size=4096, tol=None, progress=False)
         assert report.kernel == backend
         errs[backend] = ot.errors(num_samples=1 << 18)["mean_rel"]

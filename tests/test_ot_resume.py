@@ -82,7 +82,7 @@ def test_resume_refuses_a_checkpoint_of_another_run_and_names_what_differs(tmp_p
         (dict(seed=2), {}, "seed=1, this solver has seed=2"),
         ({}, dict(method="aeot"), "method='default', this fit asks for method='aeot'"),
         ({}, dict(batch_size=128), "batch_size=256, this fit has batch_size=128"),
-        ({}, dict(eta=2.0), "eta=None vs 2.0"),
+        ({}, dict(options={"eta": 2.0}), "eta=None vs 2.0"),
         ({}, dict(max_steps=3), "holds a run of 6 steps, more than max_steps=3"),
     ]
     for problem, fit, expected in cases:

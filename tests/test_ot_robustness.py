@@ -8,9 +8,10 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ae_ot.ot import ConvergenceWarning, SemiDiscreteOT, SolverDivergedError
-from ae_ot.ot.fitting import ERROR_DECAY_EXPONENT, EVAL_FRACTION, EVAL_FRACTION_MAX
+from ae_ot.checks import UserInputError
+from ae_ot.ot import ConvergenceWarning, NewtonOptions, SemiDiscreteOT, SolverDivergedError
 from ae_ot.ot.methods.newton import NewtonMethod
+from ae_ot.ot.schedule import ERROR_DECAY_EXPONENT, EVAL_FRACTION, EVAL_FRACTION_MAX
 
 STEPS = {"default": 12, "aeot": 12, "exact2d": 6}
 
@@ -41,10 +42,10 @@ def test_solution_does_not_depend_on_where_the_box_sits(d, method, offset, log_s
     scale = math.exp(log_scale)
     moved_targets = y * scale + offset
     # The solver sees the same unit problem...
-    ref_problem = SemiDiscreteOT(y, seed=0).unit
-    moved_problem = SemiDiscreteOT(moved_targets, low=offset, high=offset + scale, seed=0).unit
-    assert torch.allclose(moved_problem.targets, ref_problem.targets, atol=1e-9)
-    assert torch.allclose(moved_problem.voronoi_heights(), ref_problem.voronoi_heights(), atol=1e-9)
+    ref_problem = SemiDiscreteOT(y, seed=0).problem
+    moved_problem = SemiDiscreteOT(moved_targets, low=offset, high=offset + scale, seed=0).problem
+    assert torch.allclose(moved_problem.unit.targets, ref_problem.unit.targets, atol=1e-9)
+    assert torch.allclose(moved_problem.warm_start(0), ref_problem.warm_start(0), atol=1e-9)
     # ... so it runs the same steps, and the public answers move as the maths says.
     ref = _fit(y, 0.0, 1.0, method)
     moved = _fit(moved_targets, offset, offset + scale, method)
@@ -89,7 +90,7 @@ def test_targets_far_outside_or_in_a_corner_of_the_box_solve_to_the_same_cells(s
     # 1e6- and 1e-6-scaled targets: the warm start is now the unit problem's Voronoi diagram there.
     y = _targets(300, 2, seed=5).double()
     moved = SemiDiscreteOT(y * scale + offset, seed=0)
-    assert bool((moved.exact_cell_measures(moved.unit.voronoi_heights()) > 0).all())  # no cell starts empty
+    assert bool((moved.exact_cell_measures(moved.problem.warm_start(0)) > 0).all())  # no cell starts empty
     report = moved.fit(tol=0.01, progress=False)
     assert report.converged, report.message
     ref = SemiDiscreteOT(y, seed=0)
@@ -101,26 +102,27 @@ def test_targets_far_outside_or_in_a_corner_of_the_box_solve_to_the_same_cells(s
 def test_warm_start_keeps_the_users_voronoi_cells_only_when_they_are_no_worse():
     # Inside the box and spread over it: the user's nearest-neighbour cells (the documented start).
     spread = torch.rand(300, 2, generator=torch.Generator().manual_seed(6), dtype=torch.float64)
-    ot = SemiDiscreteOT(spread, seed=0)
-    c = ot.box_centre
-    user = ot.unit.center(-0.5 * ((spread - c) ** 2).sum(1) / ot.target_spread)
-    assert ot.unit.voronoi is not None and torch.allclose(ot.unit.voronoi, user)
+    problem = SemiDiscreteOT(spread, seed=0).problem
+    c = problem.box_centre
+    user = problem.unit.center(-0.5 * ((spread - c) ** 2).sum(1) / problem.target_spread)
+    assert torch.allclose(problem.warm_start(0), user)
     # In a 1e-3 corner of the box they leave the inner targets (nearly) empty cells: the unit ones.
     corner = SemiDiscreteOT(spread * 1e-3, seed=0)
-    assert corner.unit.voronoi is None
-    areas = corner.exact_cell_measures(corner.unit.voronoi_heights())
-    nu = corner.unit.weights
+    assert torch.equal(corner.problem.warm_start(0), corner.problem.unit.voronoi_heights())
+    areas = corner.exact_cell_measures(corner.problem.unit.voronoi_heights())
+    nu = corner.problem.unit.weights
     assert float(((areas - nu).abs() / nu).mean()) < 2.0
 
 
 def test_chi_square_estimate_matches_exact_areas():
     y = _targets(200, 2, seed=3)
     ot = SemiDiscreteOT(y, seed=0)
-    heights = ot.unit.voronoi_heights()
-    areas, nu = ot.exact_cell_measures(heights), ot.unit.weights
+    unit = ot.problem.unit
+    heights = unit.voronoi_heights()
+    areas, nu = ot.exact_cell_measures(heights), unit.weights
     exact = float((areas ** 2 / nu).sum()) - 1
-    u = ot.unit.uniform(1 << 17, torch.Generator().manual_seed(2))
-    estimate = ot.unit.chi_square(heights, u)
+    u = unit.uniform(1 << 17, torch.Generator().manual_seed(2))
+    estimate = unit.chi_square(heights, u)
     assert exact > 0.1 and abs(estimate - exact) < 0.05 * exact, (estimate, exact)
 
 
@@ -140,9 +142,9 @@ def test_non_finite_heights_go_back_to_the_best_iterate(monkeypatch):
 
     def step(self, state, lr):
         info = real_step(self, state, lr)
-        if state["step"] == 6 and not poisoned["done"]:  # one NaN, as a blow-up would make
+        if state.step == 6 and not poisoned["done"]:  # one NaN, as a blow-up would make
             poisoned["done"] = True
-            state["heights"] = state["heights"] * float("nan")
+            state.heights = state.heights * float("nan")
         return info
 
     monkeypatch.setattr(NewtonMethod, "step", step)
@@ -156,8 +158,8 @@ def test_non_finite_heights_go_back_to_the_best_iterate(monkeypatch):
 
 def test_non_finite_from_the_start_raises_a_clear_error(monkeypatch):
     def step(self, state, lr):
-        state["heights"] = state["heights"] * float("nan")
-        state["samples"] += 1
+        state.heights = state.heights * float("nan")
+        state.samples += 1
         return {"train_mean_rel": float("nan")}
 
     monkeypatch.setattr(NewtonMethod, "step", step)
@@ -214,26 +216,36 @@ def test_no_tol_run_says_so_without_a_warning():
 def test_unknown_or_misspelt_option_raises():
     ot = SemiDiscreteOT(torch.rand(20, 3))
     with pytest.raises(ValueError, match="'hesian' \\(did you mean 'hessian'\\?\\)"):
-        ot.fit(hesian="diag", progress=False)
+        ot.fit(options={"hesian": "diag"}, progress=False)
+    with pytest.raises(ValueError, match="'max_step' \\(did you mean 'max_steps'\\?\\).*options="):
+        ot.fit(max_step=3, progress=False)
     with pytest.raises(ValueError, match="hessian must be"):
-        ot.fit(method="default", hessian="full", progress=False)
+        ot.fit(method="default", options={"hessian": "full"}, progress=False)
+    with pytest.raises(ValueError, match="hessian must be"):
+        NewtonOptions(hessian="full")
     with pytest.raises(ValueError, match="method must be one of"):
         ot.fit(method="sgd", progress=False)
     with pytest.raises(ValueError, match="exact2d' needs a 2-D problem"):
         ot.fit(method="exact2d", progress=False)
 
 
-def test_format_1_checkpoint_loads_heights_and_drops_its_fit_state(tmp_path):
+def test_checkpoint_of_an_older_format_is_refused_with_one_clear_error(tmp_path):
     y = torch.rand(30, 3)
     ot = SemiDiscreteOT(y, seed=0)
     ot.fit(method="default", max_steps=5, batch_size=2048, progress=False)
     state = ot.state_dict()
-    state["version"] = 1
-    state["fit_state"] = {"method": "default", "h": torch.zeros(30)}
     again = SemiDiscreteOT(y)
-    with pytest.warns(UserWarning, match="format-1"):
-        again.load_state_dict(state)
-    assert again.fit_state is None and torch.allclose(again.heights, ot.heights)
+    again.load_state_dict(state)
+    assert torch.allclose(again.heights, ot.heights) and again.fit_state["step"] == 5
+    for version in (1, 2):
+        state["version"] = version
+        with pytest.raises(UserInputError, match=f"format version {version}; this ae-ot reads version 3 only"):
+            SemiDiscreteOT(y).load_state_dict(state)
+        torch.save(state, tmp_path / "old.pt")
+        with pytest.raises(UserInputError, match="old.pt has format version"):
+            SemiDiscreteOT.load(tmp_path / "old.pt")
+        with pytest.raises(UserInputError, match="old.pt has format version"):
+            SemiDiscreteOT(y).fit(max_steps=5, checkpoint_path=tmp_path / "old.pt", progress=False)
 
 
 @pytest.mark.heavy
@@ -357,7 +369,7 @@ def test_a_fit_returns_its_best_evaluated_iterate_not_a_worse_last_one(monkeypat
     def solution(self, state):  # the last step (8) goes wrong: its heights scramble the cells
         heights = real_solution(self, state)
         return heights + 5 * torch.rand(heights.shape, generator=torch.Generator().manual_seed(1),
-                                        dtype=heights.dtype) if state["step"] >= 8 else heights
+                                        dtype=heights.dtype) if state.step >= 8 else heights
 
     monkeypatch.setattr(NewtonMethod, "solution", solution)
     ot = SemiDiscreteOT(_targets(300, 3, 0), seed=0)

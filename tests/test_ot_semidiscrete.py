@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from ae_ot.ot import FitReport, SemiDiscreteOT, exact_cell_measures_2d, noise_floor, normalize_to_box
+from ae_ot.ot import FitReport, NewtonOptions, SemiDiscreteOT, exact_cell_measures_2d, noise_floor, normalize_to_box
 
 
 def _gmm(n, d, k, seed):
@@ -235,7 +235,7 @@ def test_gap_statistics_every_few_steps_still_solve():
     gap statistics' own mass average must have been kept (a wrong ratio stalls or diverges)."""
     y = _gmm(500, 8, 5, 1)
     ot = SemiDiscreteOT(y, seed=0)
-    ot.fit(max_steps=150, gap_every=8, gap_warmup=0, progress=False)
+    ot.fit(max_steps=150, options=NewtonOptions(gap_every=8, gap_warmup=0), progress=False)
     e = ot.errors(1 << 18, seed=7)
     assert e["empty_cells"] == 0
     assert e["mean_rel"] <= 1.5 * e["noise_floor"], e
@@ -248,18 +248,19 @@ def _fake_clock(monkeypatch, step_cost, sample_cost: float) -> None:
     step costs ``step_cost(top_k)`` seconds per training sample, a held-out sample ``sample_cost``."""
     from types import SimpleNamespace
 
-    from ae_ot.ot import fitting
+    from ae_ot.ot import evaluation, fitting
     from ae_ot.ot.methods.newton import NewtonMethod
     from ae_ot.ot.unit_problem import UnitBoxProblem
 
     clock = [0.0]
-    monkeypatch.setattr(fitting, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
+    for module in (fitting, evaluation):
+        monkeypatch.setattr(module, "time", SimpleNamespace(perf_counter=lambda: clock[0]))
     step, cell_counts = NewtonMethod.step, UnitBoxProblem.cell_counts
 
     def timed_step(self, state, lr):
-        before = state["samples"]
+        before = state.samples
         info = step(self, state, lr)
-        clock[0] += (state["samples"] - before) * step_cost(info["top_k"])
+        clock[0] += (state.samples - before) * step_cost(info["top_k"])
         return info
 
     def timed_cell_counts(self, heights, num_samples, generator, chunk=None):
@@ -279,7 +280,7 @@ def test_time_limited_fit_predicts_its_final_evaluation_from_the_top1_steps(monk
     its 4 s; timed from the top-1 steps, it uses the budget."""
     _fake_clock(monkeypatch, lambda top_k: 20e-6 if top_k == 2 else 1e-6, 1e-6)
     ot = SemiDiscreteOT(_gmm(2000, 16, 10, 0), seed=0)
-    report = ot.fit(time_limit=4.0, gap_warmup=2, progress=False)
+    report = ot.fit(time_limit=4.0, options=NewtonOptions(gap_warmup=2), progress=False)
     assert report.stop_reason == "time_limit"
     assert 3.5 <= report.total_time <= 4.0, (report.wall_time, report.eval_time)
 
@@ -291,18 +292,19 @@ def test_eval_share_bounds_the_final_evaluations_part_of_the_time_limit(monkeypa
     evaluation draws what the rest affords. On a fake clock (1 us per sample, steps and evaluation
     alike, 1-s limit, eval_samples costing 16.8 s): the default 0.5 solves ~0.5 s, 0.75 ~0.25 s,
     each evaluates for the rest, and neither call passes its limit."""
-    from ae_ot.ot import fitting
+    from ae_ot.ot import evaluation
 
     _fake_clock(monkeypatch, lambda top_k: 1e-6, 1e-6)
     y = _gmm(500, 8, 5, 0)
     solves = {}
     for share in (0.5, 0.75):
         report = SemiDiscreteOT(y, seed=0).fit(time_limit=1.0, eval_samples=1 << 24, eval_share=share,
-                                               batch_size=1 << 14, gap_warmup=0, progress=False)
+                                               batch_size=1 << 14, options=NewtonOptions(gap_warmup=0),
+                                               progress=False)
         step_seconds = report.wall_time / report.steps
         assert 1.0 * (1 - share) <= report.wall_time < 1.0 * (1 - share) + 2 * step_seconds, (share, report.wall_time)
         assert report.total_time <= 1.0
-        assert report.eval_time >= 1.0 - report.wall_time - 1e-6 * fitting.FINAL_EVAL_CHUNK
+        assert report.eval_time >= 1.0 - report.wall_time - 1e-6 * evaluation.FINAL_EVAL_CHUNK
         solves[share] = report.wall_time
     assert solves[0.75] < 0.6 * solves[0.5]
     for bad in (0, 1, 1.5, "0.5", True):
@@ -317,12 +319,13 @@ def test_final_evaluation_stops_at_the_time_limit_when_it_costs_more_than_predic
     so the solve stops too late for eval_samples (2^24, ~50 s here; 1-s limit); the call must still return
     within the limit, having drawn what the rest of it affords (the demo's call once ran 3.9 s past
     135)."""
-    from ae_ot.ot import fitting
+    from ae_ot.ot import evaluation
 
     _fake_clock(monkeypatch, lambda top_k: 1e-6, 3e-6)
     report = SemiDiscreteOT(_gmm(500, 8, 5, 0), seed=0).fit(time_limit=1.0, eval_samples=1 << 24,
-                                                            batch_size=1 << 14, gap_warmup=0, progress=False)
-    final, chunk_seconds = report.history[-1], 3e-6 * fitting.FINAL_EVAL_CHUNK
+                                                            batch_size=1 << 14, options=NewtonOptions(gap_warmup=0),
+                                                            progress=False)
+    final, chunk_seconds = report.history[-1], 3e-6 * evaluation.FINAL_EVAL_CHUNK
     assert report.total_time <= 1.0, (report.wall_time, report.eval_time)
     assert report.total_time >= 1.0 - chunk_seconds                        # ... and it used the budget
     assert final["eval_samples"] == round(report.eval_time / 3e-6) < 1 << 24
@@ -355,15 +358,14 @@ def test_unit_problem_built_block_by_block_equals_the_whole_formula():
     g = torch.Generator().manual_seed(0)
     y = torch.rand(n, 3, generator=g) * torch.tensor([2.0, 1.0, 0.5]) + torch.tensor([-1.0, 0.0, 3.0])
     low, high = torch.tensor([-1.0, 0.0, 3.0]), torch.tensor([1.0, 1.0, 3.5])
-    ot = SemiDiscreteOT(y, low=low, high=high, merge_duplicates=False)
+    problem = SemiDiscreteOT(y, low=low, high=high, merge_duplicates=False).problem
     yd, centre, half = y.double(), (low + high).double() / 2, (high - low).double() / 2
     scaled = yd * half
     mean = scaled.mean(0)
     spread = (scaled - mean).norm(dim=1).max()
-    assert torch.allclose(ot.unit.targets.double(), (scaled - mean) / spread, atol=1e-6)
-    assert torch.allclose(ot.centre_dot_targets, yd @ centre, atol=1e-9)
+    assert torch.allclose(problem.unit.targets.double(), (scaled - mean) / spread, atol=1e-6)
+    assert torch.allclose(problem.centre_dot_targets, yd @ centre, atol=1e-9)
     nn = -0.5 * ((yd - centre) ** 2).sum(1) / spread
-    assert torch.allclose(ot.nearest_neighbour_heights(), nn - nn.mean(), atol=1e-9)
-    unit = -0.5 * (ot.unit.targets.double() ** 2).sum(1)
-    ot.unit.voronoi = None
-    assert torch.allclose(ot.unit.voronoi_heights(), unit - unit.mean(), atol=1e-9)
+    assert torch.allclose(problem.nearest_neighbour_heights(), nn - nn.mean(), atol=1e-9)
+    unit = -0.5 * (problem.unit.targets.double() ** 2).sum(1)
+    assert torch.allclose(problem.unit.voronoi_heights(), unit - unit.mean(), atol=1e-9)

@@ -74,9 +74,8 @@ def _cpu_key() -> str:
 def fused_preferred() -> bool:
     """Whether ``backend="auto"`` should pick this kernel on this CPU: one with 512-bit vectors
     (AVX-512F). The kernel keeps 16 float32 samples in the lanes of one vector register; with
-    256-bit AVX2 each of them takes two registers and the kernel spills. Measured on a 2-core AVX2
-    EPYC (docs/benchmarks.md): 1.0 ns per score for the top 1 against the torch kernel's 0.8, and
-    3.9 against 1.2 for the top 2, where an AVX-512 EPYC ran it 4.8x faster than the torch kernel."""
+    256-bit AVX2 each of them takes two registers and the kernel spills, slower than the torch
+    kernel (see docs/benchmarks.md)."""
     return "avx512f" in _cpu_key().split()
 
 

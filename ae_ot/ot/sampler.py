@@ -43,6 +43,7 @@ from ae_ot.ot.distributed import gather_rows, shard_bounds
 from ae_ot.ot.duplicates import merge_duplicates
 from ae_ot.ot.extension import extended_map
 from ae_ot.ot.semidiscrete import SemiDiscreteOT
+from ae_ot.ot.settings import FitSettings
 
 __all__ = ["LatentOTSettings", "LatentOTSampler", "OTSolutionMissingError"]
 
@@ -147,15 +148,11 @@ class LatentOTSettings:
             return cls(**value)
         raise UserInputError(f"ot must be a LatentOTSettings or a dict of its fields, got {type(value).__name__}")
 
-    def fit_arguments(self) -> dict:
-        """The keyword arguments of :meth:`ae_ot.ot.SemiDiscreteOT.fit` these settings give."""
-        arguments = dict(method=self.method, max_steps=self.max_steps, tol=self.tol, time_limit=self.time_limit,
-                         eval_share=self.eval_share)
-        if self.batch_size is not None:
-            arguments["batch_size"] = self.batch_size
-        if self.eval_samples is not None:
-            arguments["eval_samples"] = self.eval_samples
-        return arguments
+    def fit_settings(self) -> FitSettings:
+        """The solver's :class:`~ae_ot.ot.settings.FitSettings` these settings give (the method is
+        ``method``)."""
+        return FitSettings(max_steps=self.max_steps, tol=self.tol, time_limit=self.time_limit,
+                           batch_size=self.batch_size, eval_samples=self.eval_samples, eval_share=self.eval_share)
 
 
 class LatentOTSampler(torch.nn.Module):
@@ -237,7 +234,8 @@ class LatentOTSampler(torch.nn.Module):
             passes the same codes; the targets are sharded over the ranks by contiguous ranges and
             solved together; every rank then stores the full solution.
         **fit_overrides
-            Passed on to :meth:`ae_ot.ot.SemiDiscreteOT.fit` over the settings' values.
+            Passed on to :meth:`ae_ot.ot.SemiDiscreteOT.fit` over the settings' values: fields of
+            :class:`~ae_ot.ot.settings.FitSettings`, ``callback``, ``options``.
 
         Returns
         -------
@@ -267,7 +265,7 @@ class LatentOTSampler(torch.nn.Module):
         solver = SemiDiscreteOT(targets[lo:hi], weights[lo:hi], low=-1.0, high=1.0, backend=settings.backend,
                                 seed=settings.seed, merge_duplicates=False,
                                 distributed=False if distributed is False else (group or True))
-        report = solver.fit(**{**settings.fit_arguments(), "progress": progress, **fit_overrides})
+        report = solver.fit(settings.fit_settings(), method=settings.method, progress=progress, **fit_overrides)
         heights = solver.heights.detach().double()
         if distributed is not False:
             sizes = [b - a for a, b in (shard_bounds(targets.shape[0], r, world) for r in range(world))]

@@ -32,9 +32,8 @@ from ae_ot.ot.sources import sobol_box, uniform_box
 
 __all__ = ["UnitBoxProblem", "noise_floor", "row_slices", "per_row_float64", "ROW_CHUNK"]
 
-#: rows of targets converted to float64 at a time: per-target quantities are computed in float64,
-#: and converting all targets at once cost 2-3 float64 copies of them (N = 10^6, d = 64: 512 MB
-#: each; the construction peaked at 3.7 GB where the targets take 244 MB)
+#: rows of targets converted to float64 at a time: per-target quantities are computed in float64
+#: without a float64 copy of all the targets
 ROW_CHUNK = 1 << 16
 
 
@@ -93,7 +92,6 @@ class UnitBoxProblem:
         self.tile_bytes = tile_bytes
         self.precision = precision
         self.offset, self.num_targets = comm.shard_layout(targets.shape[0])
-        self.voronoi: torch.Tensor | None = None
         dim = targets.shape[1]
         self.low = torch.full((dim,), -1.0, dtype=targets.dtype, device=targets.device)
         self.high = torch.full((dim,), 1.0, dtype=targets.dtype, device=targets.device)
@@ -150,15 +148,9 @@ class UnitBoxProblem:
         return heights - self.comm.allreduce(heights.sum().reshape(1))[0] / self.num_targets
 
     def voronoi_heights(self) -> torch.Tensor:
-        """Heights whose power cells are nearest-neighbour (Voronoi) cells: the warm start.
-
-        Set by :class:`~ae_ot.ot.SemiDiscreteOT` (``voronoi``) when every target lies in the
-        user's box, since nearest neighbours are a property of the user's coordinates
-        (x = c + D u), not of the unit ones; without it, hhat_i = -|yhat_i|^2 / 2 (nearest
-        neighbours in the unit coordinates, where every target lies in the box, in its own cell).
-        """
-        if self.voronoi is not None:
-            return self.voronoi.clone()
+        r"""Heights :math:`\hat h_i = -|\hat y_i|^2 / 2` (centred), whose power cells are the
+        nearest-neighbour cells of the unit targets, each inside the box and non-empty
+        (:meth:`ae_ot.ot.problem.SemiDiscreteProblem.warm_start` may prefer the user's)."""
         return self.center(-0.5 * per_row_float64(self.targets, lambda y: (y ** 2).sum(1)))
 
     def chi_square(self, heights: torch.Tensor, u: torch.Tensor) -> float:

@@ -9,18 +9,19 @@
 """
 
 from ae_ot.checks import UserInputError
-from ae_ot.ot.methods.base import SolverMethod, parse_options
-from ae_ot.ot.methods.exact2d import Exact2DMethod, Exact2DOptions
-from ae_ot.ot.methods.newton import NewtonMethod, NewtonOptions
-from ae_ot.ot.methods.pyomt import PyOMTMethod, PyOMTOptions
+from ae_ot.ot.methods.base import MethodState, SolverMethod, parse_options
+from ae_ot.ot.methods.exact2d import Exact2DMethod, Exact2DOptions, Exact2DState
+from ae_ot.ot.methods.newton import NewtonMethod, NewtonOptions, NewtonState
+from ae_ot.ot.methods.pyomt import PyOMTMethod, PyOMTOptions, PyOMTState
 
 #: method name -> class
 METHODS = {NewtonMethod.name: NewtonMethod, PyOMTMethod.name: PyOMTMethod, Exact2DMethod.name: Exact2DMethod}
 #: "auto" uses the exact 2-D method up to this many targets (its diagram costs O(N) Python clips)
 EXACT2D_MAX_TARGETS = 20000
 
-__all__ = ["METHODS", "EXACT2D_MAX_TARGETS", "make_method", "resolve_method", "SolverMethod",
-           "NewtonMethod", "NewtonOptions", "PyOMTMethod", "PyOMTOptions", "Exact2DMethod", "Exact2DOptions"]
+__all__ = ["METHODS", "EXACT2D_MAX_TARGETS", "make_method", "resolve_method", "SolverMethod", "MethodState",
+           "NewtonMethod", "NewtonOptions", "NewtonState", "PyOMTMethod", "PyOMTOptions", "PyOMTState",
+           "Exact2DMethod", "Exact2DOptions", "Exact2DState"]
 
 
 def resolve_method(name: str, problem) -> str:
@@ -31,8 +32,9 @@ def resolve_method(name: str, problem) -> str:
     return name
 
 
-def make_method(name: str, problem, seed: int, options: dict) -> SolverMethod:
-    """The method called ``name`` on ``problem``, its options parsed (unknown names are an error)."""
+def make_method(name: str, problem, seed: int, options=None) -> SolverMethod:
+    """The method called ``name`` on ``problem``; ``options``: its options dataclass, a dict of its
+    fields or None (the defaults; see :func:`~ae_ot.ot.methods.base.parse_options`)."""
     name = resolve_method(name, problem)
     if name not in METHODS:
         raise UserInputError(f"method must be one of {sorted(METHODS) + ['auto']}, "

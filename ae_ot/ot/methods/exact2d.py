@@ -22,21 +22,21 @@ over the box lies at a vertex of the diagram.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
 
 from ae_ot.checks import UserInputError
 from ae_ot.ot.geometry2d import power_diagram_2d
-from ae_ot.ot.methods.base import SolverMethod
+from ae_ot.ot.methods.base import MethodState, SolverMethod, check_warm_start
 
-__all__ = ["Exact2DOptions", "Exact2DMethod"]
+__all__ = ["Exact2DOptions", "Exact2DState", "Exact2DMethod"]
 
 UNIT_BOX_AREA = 4.0  # the unit problem's box is [-1, 1]^2
 
 
-@dataclass
+@dataclass(frozen=True)
 class Exact2DOptions:
     """Options of ``method="exact2d"``.
 
@@ -56,12 +56,19 @@ class Exact2DOptions:
     precision: float = 1e-9
 
     def __post_init__(self):
-        if self.warm_start not in ("voronoi", "zeros", "current"):
-            raise UserInputError(f"warm_start must be 'voronoi', 'zeros' or 'current', got {self.warm_start!r}")
+        check_warm_start(self.warm_start)
         if int(self.max_halvings) < 1:
             raise UserInputError(f"max_halvings must be a positive integer, got {self.max_halvings!r}")
         if not self.precision >= 0:
             raise UserInputError(f"precision must be >= 0, got {self.precision!r}")
+
+
+@dataclass
+class Exact2DState(MethodState):
+    """State of ``method="exact2d"``: ``min_measure``, the least mass a line search lets a cell keep."""
+
+    method: ClassVar[str] = "exact2d"
+    min_measure: float = 0.0
 
 
 class Exact2DMethod(SolverMethod):
@@ -69,15 +76,15 @@ class Exact2DMethod(SolverMethod):
 
     name = "exact2d"
     Options = Exact2DOptions
+    State = Exact2DState
     default_max_steps = 200
     step_top_k = 0  # the exact 2-D power diagram, no score kernel
 
     def __init__(self, problem, options=None, seed: int = 0):
-        super().__init__(problem, options)
+        super().__init__(problem, options, seed)
         if problem.dim != 2 or problem.comm.enabled:
             raise UserInputError(f"method='exact2d' needs a 2-D problem in one process; this one has d = {problem.dim}"
                                  f"{' and is sharded' if problem.comm.enabled else ''}; use method='default'")
-        self.seed = seed
         self._diagram_of = None  # (heights tensor, diagram) cache of the last computation
 
     def default_lr(self) -> float:
@@ -93,19 +100,11 @@ class Exact2DMethod(SolverMethod):
         self._diagram_of = (heights.clone(), diagram)
         return diagram
 
-    def init_state(self, heights, batch_size):
-        problem = self.problem
-        if self.options.warm_start == "current" and heights is not None:
-            first = heights.double().clone()
-        elif self.options.warm_start == "zeros":
-            first = torch.zeros(problem.num_local, dtype=torch.float64, device=problem.device)
-        else:
-            first = problem.voronoi_heights()
-        first = self.lift_empty_cells(first)
+    def init_state(self, warm, current, batch_size):
+        first = self.lift_empty_cells(self.first_iterate(warm, current))
         measures = self.diagram(first).areas / UNIT_BOX_AREA
-        min_measure = min(float(measures.min()), float(problem.weights.min())) / 2
-        return {"method": self.name, "step": 0, "samples": 0, "batch_size": batch_size, "heights": first,
-                "min_measure": min_measure}
+        min_measure = min(float(measures.min()), float(self.problem.weights.min())) / 2
+        return Exact2DState(batch_size=batch_size, heights=first, min_measure=min_measure)
 
     def lift_empty_cells(self, heights: torch.Tensor, rounds: int = 50) -> torch.Tensor:
         """Raise the heights of empty cells until every cell has a positive area."""
@@ -137,7 +136,7 @@ class Exact2DMethod(SolverMethod):
         from scipy.sparse.linalg import spsolve
 
         problem = self.problem
-        heights = state["heights"]
+        heights = state.heights
         diagram = self.diagram(heights)
         measures = diagram.areas / UNIT_BOX_AREA
         gradient, norm = self.errors(measures)
@@ -154,17 +153,17 @@ class Exact2DMethod(SolverMethod):
         direction = np.zeros(n)
         direction[1:] = spsolve(laplacian[1:, 1:], -gradient[1:])
         direction = torch.from_numpy(direction).to(heights.device)
-        alpha = lr * state.get("lr_scale", 1.0)
+        alpha = lr * state.lr_scale
         for _ in range(self.options.max_halvings):
             trial = problem.center(heights + alpha * direction)
             trial_measures = self.diagram(trial).areas / UNIT_BOX_AREA
             _, trial_norm = self.errors(trial_measures)
-            if trial_measures.min() >= state["min_measure"] and trial_norm <= (1 - alpha / 2) * norm:
+            if trial_measures.min() >= state.min_measure and trial_norm <= (1 - alpha / 2) * norm:
                 break
             alpha /= 2
         else:  # no acceptable step: keep the iterate (the driver's clock or max_steps ends the run)
             return {"train_mean_rel": float(np.mean(np.abs(gradient) / nu)), "step_size": 0.0}
-        state["heights"] = trial
+        state.heights = trial
         max_rel = float(np.max(np.abs(trial_measures - nu) / nu))
         return {"train_mean_rel": float(np.mean(np.abs(trial_measures - nu) / nu)), "step_size": alpha,
                 "converged": self.options.precision > 0 and max_rel < self.options.precision, "stop_reason": "precision"}

@@ -37,20 +37,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
 from ae_ot.checks import UserInputError
-from ae_ot.ot.methods.base import SolverMethod
+from ae_ot.ot.methods.base import MethodState, SolverMethod, check_warm_start
 from ae_ot.ot.sources import derive_seed
 
-__all__ = ["NewtonOptions", "NewtonMethod", "TRAIN_STREAM"]
+__all__ = ["NewtonOptions", "NewtonState", "NewtonMethod", "TRAIN_STREAM"]
 
 #: seed stream of the training batches: derive_seed(seed, TRAIN_STREAM, step)
 TRAIN_STREAM = 1
 
-# Constants of the algorithm.
+# Constants of the algorithm (compared in docs/benchmarks.md).
 #: sparse Hessian: the samples whose top-2 gap is below this quantile of the batch estimate the facet weights
 PAIR_QUANTILE = 0.1
 #: sparse Hessian: at most this many conjugate-gradient iterations per step
@@ -66,7 +66,7 @@ LR_WARMUP = 10
 BATCH_DOUBLE = 8
 
 
-@dataclass
+@dataclass(frozen=True)
 class NewtonOptions:
     """Options of ``method="default"``.
 
@@ -110,8 +110,7 @@ class NewtonOptions:
     gap_warmup: int = 20
 
     def __post_init__(self):
-        if self.warm_start not in ("voronoi", "zeros", "current"):
-            raise UserInputError(f"warm_start must be 'voronoi', 'zeros' or 'current', got {self.warm_start!r}")
+        check_warm_start(self.warm_start)
         if self.hessian not in ("auto", "diag", "sparse"):
             raise UserInputError(f"hessian must be 'auto', 'diag' or 'sparse', got {self.hessian!r}")
         if self.eta is not None and not self.eta >= 0:
@@ -125,17 +124,38 @@ class NewtonOptions:
             raise UserInputError(f"gap_every must be a positive integer, got {self.gap_every!r}")
 
 
+@dataclass
+class NewtonState(MethodState):
+    """State of ``method="default"`` (tensors float64 [N_r]).
+
+    Attributes
+    ----------
+    averaged : tensor
+        The averaged iterate hbar (the reported heights).
+    mass_ema, gap_mass_ema, gap_ema : tensor
+        EMAs of the per-sample cell masses (every step), and of the masses and score gaps on the
+        steps that score the top 2; gap_ema / gap_mass_ema is the mean gap G_i.
+    facet_keys : tensor int64 or None; facet_weights : tensor or None
+        Sparse Hessian: EMA of the facet weights w_ij, keyed i * N + j (i < j).
+    """
+
+    method: ClassVar[str] = "default"
+    averaged: torch.Tensor | None = None
+    mass_ema: torch.Tensor | None = None
+    gap_mass_ema: torch.Tensor | None = None
+    gap_ema: torch.Tensor | None = None
+    facet_keys: torch.Tensor | None = None
+    facet_weights: torch.Tensor | None = None
+
+
 class NewtonMethod(SolverMethod):
     """Stochastic diagonal / sparse Newton steps with iterate averaging (see the module docstring)."""
 
     name = "default"
     Options = NewtonOptions
+    State = NewtonState
     default_max_steps = 2000
     iterate_keys = ("heights", "averaged")
-
-    def __init__(self, problem, options=None, seed: int = 0):
-        super().__init__(problem, options)
-        self.seed = seed
 
     @property
     def sparse_hessian(self) -> bool:
@@ -163,21 +183,15 @@ class NewtonMethod(SolverMethod):
         cap = 1 << 18 if self.problem.device.type == "cuda" else 1 << 16
         return int(min(cap, max(1 << 13, 1 << math.ceil(math.log2(8 * self.problem.num_targets)))))
 
-    def init_state(self, heights, batch_size):
+    def init_state(self, warm, current, batch_size):
         problem = self.problem
         zeros = torch.zeros(problem.num_local, dtype=torch.float64, device=problem.device)
-        if self.options.warm_start == "current" and heights is not None:
-            first = heights.double().clone()
-        elif self.options.warm_start == "zeros":
-            first = zeros.clone()
-        else:
-            first = problem.voronoi_heights()
-        return {"method": self.name, "step": 0, "samples": 0, "batch_size": batch_size,
-                "heights": first, "averaged": first.clone(),
-                "mass_ema": zeros.clone(), "gap_mass_ema": zeros.clone(), "gap_ema": zeros.clone()}
+        first = self.first_iterate(warm, current)
+        return NewtonState(batch_size=batch_size, heights=first, averaged=first.clone(), mass_ema=zeros.clone(),
+                           gap_mass_ema=zeros.clone(), gap_ema=zeros.clone())
 
     def solution(self, state):
-        return state["averaged"]
+        return state.averaged
 
     def batch_at(self, step: int, batch_size: int) -> int:
         """Growing batches: ``min(batch_size, start * 2^(step // BATCH_DOUBLE))`` with
@@ -191,13 +205,13 @@ class NewtonMethod(SolverMethod):
 
     def step(self, state, lr):
         problem, opts = self.problem, self.options
-        t = state["step"]
-        m = self.batch_at(t, state["batch_size"])
+        t = state.step
+        m = self.batch_at(t, state.batch_size)
         if t < LR_WARMUP and not self.sparse_hessian:
             lr = 0.5 * lr  # the gap EMA holds few samples yet
         u = problem.sobol(m, derive_seed(self.seed, TRAIN_STREAM, t))
-        heights = state["heights"]
-        state["samples"] += m
+        heights = state.heights
+        state.samples += m
         if problem.num_targets == 1:
             return {"train_mean_rel": 0.0}
         # The top 2 only where the gap statistics are updated (see NewtonOptions.gap_every); the
@@ -210,17 +224,16 @@ class NewtonMethod(SolverMethod):
         # density's own mass EMA ("gap_mass_ema") is updated on the same steps, so their ratio,
         # the mean gap per cell, is one window's.
         b = min(opts.beta, t / (t + 1.0))
-        mass_ema_before = state["mass_ema"].clone()
-        state["mass_ema"].mul_(b).add_(counts / m, alpha=1 - b)
-        gap_mass_ema = state["gap_mass_ema"]
+        mass_ema_before = state.mass_ema.clone()
+        state.mass_ema.mul_(b).add_(counts / m, alpha=1 - b)
+        gap_mass_ema = state.gap_mass_ema
         if with_gaps:
             gap_mass_ema.mul_(b).add_(counts / m, alpha=1 - b)
-            state["gap_ema"].mul_(b).add_(gap_sums / m, alpha=1 - b)
-        mass_ema, gap_ema = state["mass_ema"], state["gap_ema"]
+            state.gap_ema.mul_(b).add_(gap_sums / m, alpha=1 - b)
+        mass_ema, gap_ema = state.mass_ema, state.gap_ema
         mean_gap = torch.where(gap_mass_ema > 0, gap_ema / gap_mass_ema.clamp_min(1e-300), torch.zeros_like(gap_ema))
-        # Cells never seen yet, or seen only at exact float ties (gap 0: with N = 8,000 in 2-D a few
-        # samples per batch tie in float32, and a zero gap made the Hessian estimate infinite):
-        # borrow the median typical gap so they still move.
+        # Cells never seen yet, or seen only at exact float ties (gap 0, which would make the
+        # Hessian estimate infinite): borrow the median typical gap so they still move.
         valid = mean_gap > 0
         if not bool(valid.all()):
             fill = mean_gap[valid].median() if bool(valid.any()) else torch.ones((), dtype=gap_ema.dtype,
@@ -231,16 +244,16 @@ class NewtonMethod(SolverMethod):
         masses = counts / m
         # Blow-up guard: if the iterate's batch error jumps well above the best seen so far (or is
         # not a number), go back to the best step's iterate and halve the step size (a safety net).
-        best = state.get("best_train_error", float("inf"))
+        best = state.best_train_error
         if not math.isfinite(train_error) or train_error > 2.0 * best + 0.1:
             if self.recover(state):
                 return {"train_mean_rel": train_error, "restarted": True, "top_k": 2 if with_gaps else 1}
         self.remember_best(state, train_error)
-        lr = lr * state.get("lr_scale", 1.0)
+        lr = lr * state.lr_scale
         kappa = problem.dim / (problem.dim + 1.0)
         # Newton step g_i / H_ii with H_ii = kappa * max(mass_i, nu_i) / G_i: the curvature of an
         # oversized cell grows with its mass, so its step is (m - nu) / m * G / kappa (bounded),
-        # not rel * G / kappa (which overshoots and made 1-D runs diverge).
+        # not rel * G / kappa (which overshoots).
         gradient = masses - nu
         hessian_diag = kappa * torch.maximum(mass_ema, nu) / mean_gap
         if self.sparse_hessian:
@@ -256,15 +269,15 @@ class NewtonMethod(SolverMethod):
         starving = (counts == 0) & (mass_ema_before <= RESCUE_FRAC * nu)
         empty = starving.nonzero().flatten()
         if empty.numel():
-            lift = self.rescue_lift(u, top_values[:, 0], state["heights"], empty)
+            lift = self.rescue_lift(u, top_values[:, 0], state.heights, empty)
             heights = heights.index_add(0, empty, lift)
             # The average jumps with the iterate, or it would drag the cell back out for many steps.
-            state["averaged"] = state["averaged"].index_add(0, empty, lift)
+            state.averaged = state.averaged.index_add(0, empty, lift)
         heights = problem.center(heights)
-        state["heights"] = heights
+        state.heights = heights
         eta = opts.eta if opts.eta is not None else (3.0 if self.sparse_hessian else 1.0)
         weight = (eta + 1.0) / (t + 1.0 + eta)
-        state["averaged"] = state["averaged"] + weight * (heights - state["averaged"])
+        state.averaged = state.averaged + weight * (heights - state.averaged)
         # train_mean_rel: training-batch error at the iterate (not held out)
         return {"train_mean_rel": train_error, "top_k": 2 if with_gaps else 1}
 
@@ -295,23 +308,23 @@ class NewtonMethod(SolverMethod):
         keys = torch.minimum(first, second) * n + torch.maximum(first, second)
         unique_keys, counts = torch.unique(keys, return_counts=True)
         weights = counts.double() / (2 * m * delta)
-        if "facet_keys" not in state or b == 0.0:
-            state["facet_keys"], state["facet_weights"] = unique_keys, weights
+        if state.facet_keys is None or b == 0.0:
+            state.facet_keys, state.facet_weights = unique_keys, weights
             return
-        all_keys = torch.cat([state["facet_keys"], unique_keys])
-        all_weights = torch.cat([state["facet_weights"] * b, weights * (1 - b)])
+        all_keys = torch.cat([state.facet_keys, unique_keys])
+        all_weights = torch.cat([state.facet_weights * b, weights * (1 - b)])
         merged_keys, inverse = torch.unique(all_keys, return_inverse=True)
         merged = torch.zeros(merged_keys.numel(), dtype=torch.float64, device=all_weights.device)
         merged.index_add_(0, inverse, all_weights)
         keep = merged > merged.max() * 1e-6  # forget facets not seen for a long time
-        state["facet_keys"], state["facet_weights"] = merged_keys[keep], merged[keep]
+        state.facet_keys, state.facet_weights = merged_keys[keep], merged[keep]
 
     def sparse_newton_direction(self, state, gradient, hessian_diag):
         """Solve (L + ridge * D) s = g by Jacobi-preconditioned CG; L = estimated facet Laplacian."""
         opts = self.options
         n = self.problem.num_targets
-        cell_a, cell_b = state["facet_keys"] // n, state["facet_keys"] % n
-        weights = state["facet_weights"]
+        cell_a, cell_b = state.facet_keys // n, state.facet_keys % n
+        weights = state.facet_weights
         degree = torch.zeros(n, dtype=torch.float64, device=gradient.device)
         degree.index_add_(0, cell_a, weights).index_add_(0, cell_b, weights)
         # degree_i and hessian_diag_i both estimate H_ii. A cell whose facets drop out of the

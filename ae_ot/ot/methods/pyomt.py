@@ -8,21 +8,23 @@ method's own stop when ||g||_2 < ``grad_tol``.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 
 from ae_ot.checks import UserInputError
-from ae_ot.ot.methods.base import SolverMethod
+from ae_ot.ot.methods.base import MethodState, SolverMethod
 from ae_ot.ot.sources import derive_seed
 
-__all__ = ["PyOMTOptions", "PyOMTMethod", "FIXED_SET_STREAM"]
+__all__ = ["PyOMTOptions", "PyOMTState", "PyOMTMethod", "FIXED_SET_STREAM"]
 
 #: seed stream of the fixed Sobol set: derive_seed(seed, FIXED_SET_STREAM)
 FIXED_SET_STREAM = 3
 
 
-@dataclass
+@dataclass(frozen=True)
 class PyOMTOptions:
     """Options of ``method="aeot"``.
 
@@ -48,18 +50,32 @@ class PyOMTOptions:
                                  f"{self.max_samples!r}")
 
 
+@dataclass
+class PyOMTState(MethodState):
+    """State of ``method="aeot"``: Adam's moments ``adam_m``, ``adam_v`` (float64 [N_r]), the fixed
+    set's size ``fixed_size``, the best gradient norm ``best_grad_norm`` and the steps since it
+    improved, ``stall``."""
+
+    method: ClassVar[str] = "aeot"
+    adam_m: torch.Tensor | None = None
+    adam_v: torch.Tensor | None = None
+    fixed_size: int = 0
+    best_grad_norm: float = math.inf
+    stall: int = 0
+
+
 class PyOMTMethod(SolverMethod):
     """Adam on a fixed Sobol set (see the module docstring)."""
 
     name = "aeot"
     Options = PyOMTOptions
+    State = PyOMTState
     default_max_steps = 20000
     iterate_keys = ("heights", "adam_m", "adam_v")
     step_top_k = 1
 
     def __init__(self, problem, options=None, seed: int = 0):
-        super().__init__(problem, options)
-        self.seed = seed
+        super().__init__(problem, options, seed)
         self._fixed_size = None
         self._fixed_set = None
 
@@ -69,11 +85,10 @@ class PyOMTMethod(SolverMethod):
     def default_batch_size(self) -> int:
         return 20000
 
-    def init_state(self, heights, batch_size):
+    def init_state(self, warm, current, batch_size):
         zeros = torch.zeros(self.problem.num_local, dtype=torch.float64, device=self.problem.device)
-        return {"method": self.name, "step": 0, "samples": 0, "batch_size": batch_size, "heights": zeros.clone(),
-                "adam_m": zeros.clone(), "adam_v": zeros.clone(), "fixed_size": batch_size,
-                "best_grad_norm": float("inf"), "stall": 0}
+        return PyOMTState(batch_size=batch_size, heights=zeros.clone(), adam_m=zeros.clone(), adam_v=zeros.clone(),
+                          fixed_size=batch_size)
 
     def fixed_set(self, size: int) -> torch.Tensor:
         if self._fixed_size != size:  # the same points every step, regenerated only when the size doubles
@@ -83,26 +98,26 @@ class PyOMTMethod(SolverMethod):
 
     def step(self, state, lr):
         problem, opts = self.problem, self.options
-        u = self.fixed_set(state["fixed_size"])
+        u = self.fixed_set(state.fixed_size)
         m = u.shape[0]
-        cell = problem.topk(u, 1, state["heights"])[1][:, 0]
+        cell = problem.topk(u, 1, state.heights)[1][:, 0]
         counts, _ = problem.local_counts(cell)
         gradient = counts / m - problem.weights
         b1, b2, eps = 0.9, 0.999, 1e-8
-        lr = lr * state.get("lr_scale", 1.0)
-        state["adam_m"] = b1 * state["adam_m"] + (1 - b1) * gradient
-        state["adam_v"] = b2 * state["adam_v"] + (1 - b2) * gradient * gradient
-        state["heights"] = problem.center(state["heights"] - lr * state["adam_m"] / (state["adam_v"].sqrt() + eps))
-        state["samples"] += m
+        lr = lr * state.lr_scale
+        state.adam_m = b1 * state.adam_m + (1 - b1) * gradient
+        state.adam_v = b2 * state.adam_v + (1 - b2) * gradient * gradient
+        state.heights = problem.center(state.heights - lr * state.adam_m / (state.adam_v.sqrt() + eps))
+        state.samples += m
         grad_norm = float(problem.comm.allreduce((gradient * gradient).sum().reshape(1))[0]) ** 0.5
         train_error = problem.mean_abs_relative_error(counts, m)
         self.remember_best(state, train_error)
-        if grad_norm < state["best_grad_norm"]:
-            state["best_grad_norm"], state["stall"] = grad_norm, 0
+        if grad_norm < state.best_grad_norm:
+            state.best_grad_norm, state.stall = grad_norm, 0
         else:
-            state["stall"] += 1
-            if state["stall"] >= opts.stall and state["fixed_size"] < opts.max_samples:
-                state["fixed_size"] = min(2 * state["fixed_size"], opts.max_samples)
-                state["stall"] = 0
+            state.stall += 1
+            if state.stall >= opts.stall and state.fixed_size < opts.max_samples:
+                state.fixed_size = min(2 * state.fixed_size, opts.max_samples)
+                state.stall = 0
         return {"train_mean_rel": train_error, "grad_norm": grad_norm,
                 "converged": opts.grad_tol > 0 and grad_norm < opts.grad_tol}
