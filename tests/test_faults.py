@@ -556,10 +556,11 @@ def test_the_run_config_is_written_whole(tmp_path):
 
 
 # every file write of the package goes through ae_ot.io.atomic_write: the one place that writes in place is
-# ae_ot/io.py itself (the temporary file); streamed log files and in-memory buffers are not files to read back
+# ae_ot/io.py itself (the temporary file); streamed log files and in-memory buffers are not files to read back;
+# SemiDiscreteSolution.save is atomic itself (tests/test_ot_resume.py)
 WRITE_CALL = r"\.write_text\(|\.write_bytes\(|json\.dump\(|np\.savez?\(|torch\.save\(|\.savefig\(|\.save\(|" \
              r"open\([^)]*[\"'](w|wb|a|ab|x)[\"']"
-NOT_A_FILE_TO_READ_BACK = ('open(log_path, "w")', "savefig(buffer", "ot.save(checkpoint)")
+NOT_A_FILE_TO_READ_BACK = ('open(log_path, "w")', "savefig(buffer", "ot.save(checkpoint)", "solution.save(")
 
 
 def test_every_file_the_package_writes_goes_through_the_atomic_writer():
@@ -612,15 +613,17 @@ def aeot_checkpoints(tmp_path_factory):
 def no_heavy_work(monkeypatch):
     """Training a flow, a classifier or a compare's models, evaluating, or encoding a dataset fails
     the test (loading a checkpoint to check it is allowed)."""
-    from ae_ot.commands import compare, evaluate, latent_compare, umap
+    from ae_ot.commands import evaluate, umap
     from ae_ot.evaluation import classifier
+    from ae_ot.experiments import checkpoints, comparison, latent_comparison, resume
 
     def fail(*args, **kwargs):
         raise AssertionError("the work started although the input was bad")
 
-    for module, name in [(latent_compare, "train_flow"), (latent_compare, "compare_latent_samplers"),
+    for module, name in [(latent_comparison, "train_flow"), (latent_comparison, "compare_latent_samplers"),
                          (classifier, "train_classifier"), (umap, "latent_gap_report"),
-                         (compare, "train_with_budget"), (compare, "evaluate_checkpoints"),
+                         (resume, "train_with_budget"), (comparison, "checkpoint_rows"),
+                         (checkpoints, "evaluate_checkpoint"), (checkpoints, "evaluate_real"),
                          (evaluate, "evaluate_checkpoint"), (evaluate, "evaluate_real")]:
         monkeypatch.setattr(module, name, fail)
 

@@ -142,7 +142,8 @@ class _Run:
                 if callback is not None:
                     callback(rec)
                 if self.checkpoint is not None and (stop or state.step % max(1, self.checkpoint_every) == 0):
-                    self._solution(self.method.solution(state)).save(self.checkpoint, self.seed)
+                    solution = self._solution(self.method.solution(state))
+                    solution.save(self.checkpoint, self.seed)
                 if stop:
                     report.stop_reason = stop
                     break
