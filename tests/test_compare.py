@@ -209,6 +209,25 @@ def test_checkpoint_marks_and_budget_arithmetic():
     assert budget.post_fit_seconds(MODELS + "/ae_ot.yaml") == 150.0 + budget.ENCODE_SECONDS
     assert budget.post_fit_seconds(MODELS + "/ae_ot.yaml", ["--model.init_args.ot.time_limit=40"]) == \
         40.0 + budget.ENCODE_SECONDS
+    assert budget.post_fit_seconds(MODELS + "/ae_ot_gan.yaml") == 0.0   # it solves inside its training time
+
+
+@pytest.mark.parametrize("cls_name, added", [("AEOT", 12.5), ("AEOTGAN", 0.0)])
+def test_a_solved_point_adds_the_ot_seconds_only_where_ot_ran_after_training(monkeypatch, tmp_path, cls_name, added):
+    """AE-OT solves after Lightning's loop (outside max_time): its solve's seconds join its time axis.
+    AE-OT-GAN solves inside its training time: adding them again would count them twice."""
+    import ae_ot.generators as generators
+    from ae_ot.experiments import checkpoints
+
+    model = getattr(generators, cls_name)(latent_dim=2, width=2)
+    monkeypatch.setattr(type(model), "has_ot_solution", property(lambda self: True))
+    model.sampler.report = {"encode_and_solve_seconds": 12.5}
+    monkeypatch.setattr("ae_ot.checkpoint.load_generator", lambda path: model)
+    result = {"seconds": 1.0, **{k: None for k in checkpoints.ROW_KEYS}}
+    monkeypatch.setattr(checkpoints, "score_generator", lambda *a, **k: (result, None))
+    record, _ = checkpoints.evaluate_point({"checkpoint": "x.ckpt", "train_seconds": 100.0}, tmp_path, 10, 0, False)
+    assert "error" not in record, record
+    assert record["post_fit_seconds"] == added and record["seconds"] == 100.0 + added
 
 
 def test_equal_budget_needs_a_finite_ot_time_limit(tmp_path):

@@ -76,7 +76,8 @@ def evaluate_point(point: dict, run_dir: Path, num_samples: int, seed: int, prog
     """Evaluate one time point of a budgeted fit.
 
     A timed AE-OT checkpoint has no OT solution yet: it is solved now (:func:`solve_ot_now`) and
-    the seconds go on its time axis; the final AE-OT checkpoint brings the seconds its fit spent.
+    the seconds go on its time axis; the final AE-OT checkpoint brings the seconds its fit spent
+    after training (none for AE-OT-GAN, which solves inside its training time).
     Any error is caught and recorded. Returns the point's record (``seconds`` = training seconds +
     those of the OT stage, ``metrics`` or ``error``) and the samples (None on error).
     """
@@ -86,10 +87,10 @@ def evaluate_point(point: dict, run_dir: Path, num_samples: int, seed: int, prog
     try:
         model = load_generator(run_dir / point["checkpoint"])
         if hasattr(model, "solve_ot"):       # AE-OT: its OT stage is part of its time
-            if model.has_ot_solution:
-                record["post_fit_seconds"] = (model.sampler.report or {}).get("encode_and_solve_seconds", 0.0)
-            else:
+            if not model.has_ot_solution:
                 record["post_fit_seconds"] = solve_ot_now(model, run_dir, progress)
+            elif model.solves_ot_after_training:   # AE-OT-GAN solves inside its training time
+                record["post_fit_seconds"] = (model.sampler.report or {}).get("encode_and_solve_seconds", 0.0)
         record["seconds"] = round(point["train_seconds"] + record["post_fit_seconds"], 3)
         result, samples = score_generator(model, num_samples, seed, progress=progress)
     except Exception as err:     # one bad point (or model) must not stop the comparison

@@ -59,6 +59,10 @@ class AEOT(Autoencoder):
     0.4
     """
 
+    #: the OT stage runs after Lightning's loop (``on_fit_end``), outside ``trainer.max_time``: an
+    #: equal wall-clock comparison adds its seconds to the training time
+    solves_ot_after_training: bool = True
+
     def __init__(self, latent_dim: int = 16, width: int = 16, lr: float = 2e-3,
                  loss: Literal["bce", "mse"] = "bce", channels: int = 1,
                  autoencoder_ckpt: str | None = None, ot: LatentOTSettings = LatentOTSettings(),

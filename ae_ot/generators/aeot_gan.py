@@ -63,7 +63,7 @@ class AEOTGAN(AEOT):
         ``autoencoder_ckpt``, 25 without.
     ot : LatentOTSettings or dict
         AE-OT's OT stage and extended map.
-    critic_width : int, default 32
+    critic_width : int, default 16
         Base width of the discriminator (:class:`~ae_ot.nets.Critic`).
     gan_lr : float, default 2e-4
         Adam learning rate (betas 0.5, 0.9) of the generator and the discriminator.
@@ -82,10 +82,13 @@ class AEOTGAN(AEOT):
     (2, 'nonsaturating')
     """
 
+    #: the OT stage runs inside Lightning's loop (when the GAN stage starts), so inside ``trainer.max_time``
+    solves_ot_after_training: bool = False
+
     def __init__(self, latent_dim: int = 16, width: int = 16, lr: float = 2e-3,
                  loss: Literal["bce", "mse"] = "bce", channels: int = 1,
                  autoencoder_ckpt: str | None = None, autoencoder_epochs: int | None = None,
-                 ot: LatentOTSettings = LatentOTSettings(), critic_width: int = 32, gan_lr: float = 2e-4,
+                 ot: LatentOTSettings = LatentOTSettings(), critic_width: int = 16, gan_lr: float = 2e-4,
                  gan_loss: Literal["nonsaturating", "wgan_gp"] = "nonsaturating", penalty_weight: float = 1.0,
                  content_weight: float = 1.0, grid_every_n_epochs: int = 1, grid_size: int = 64):
         super().__init__(latent_dim, width, lr, loss, channels, autoencoder_ckpt, ot, grid_every_n_epochs, grid_size)
