@@ -71,13 +71,20 @@ def check_generator_checkpoint(ckpt_path: str | Path, expected: type | None = No
     """The class path of the generator a checkpoint holds, after the checks that need no model:
     the file is a readable Lightning checkpoint of a known generator class and, when ``expected``
     is given, of that class or a subclass (else :class:`UserInputError` naming ``option``, e.g.
-    ``"--ckpt_path"``, what the file holds and what it must hold). Raises as
-    :func:`load_generator` does; commands call it on every checkpoint before the work starts."""
+    ``"--ckpt_path"``, what the file holds and what it must hold). An AE-OT checkpoint must hold a
+    solved latent sampler. Raises as :func:`load_generator` does; commands call it on every
+    checkpoint before the work starts."""
     path = Path(ckpt_path)
-    class_path, cls = _generator_class(read_checkpoint(path), path)
+    checkpoint = read_checkpoint(path)
+    class_path, cls = _generator_class(checkpoint, path)
     if expected is not None and not issubclass(cls, expected):
         raise UserInputError(f"{option} {path} holds a {cls.__name__} checkpoint; it must be a {expected.__name__} "
                              f"checkpoint (written by `ae-ot fit --config` of a {expected.__name__} model)")
+    heights = (checkpoint.get("state_dict") or {}).get("sampler.heights")
+    if heights is not None and heights.numel() == 0:   # an AE-OT fit stopped before its OT stage
+        raise UserInputError(f"{option} {path} holds a {cls.__name__} without an OT solution; give an AE-OT "
+                             "checkpoint with an OT solution, or solve this one first: `ae-ot fit --config "
+                             f"models/ae_ot.yaml --model.init_args.autoencoder_ckpt={path} --trainer.max_epochs=0`")
     return class_path
 
 

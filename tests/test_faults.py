@@ -730,6 +730,19 @@ def test_compare_refuses_an_output_folder_it_cannot_write_or_a_read_only_cache(t
     assert (folder / "compare.md").read_text() == "the previous table" and (tmp_path / "a_file").read_text() == "x"
 
 
+def test_compare_refuses_an_unsolved_aeot_checkpoint_before_evaluating_the_first(tmp_path, aeot_checkpoints,
+                                                                                  no_heavy_work):
+    from ae_ot.commands import compare
+
+    argv = ["--ckpt_paths", str(aeot_checkpoints["solved"]), str(aeot_checkpoints["unsolved"]), "--num_samples", "10",
+            "--no_progress", "--output_dir", str(tmp_path / "out")]
+    with pytest.raises(UserInputError, match="without an OT solution; give an AE-OT checkpoint with an OT solution, "
+                                             "or solve this one first") as err:
+        compare.main(argv)
+    one_line(str(err.value))
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("kind, message", WRONG_FILES[:2] + [("missing", "does not exist"),
                                                             ("wgan", "holds a WGAN; `ae-ot umap` needs an AE-OT"),
                                                             ("unsolved", "without an OT solution; solve it first")])
