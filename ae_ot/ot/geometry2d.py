@@ -253,6 +253,14 @@ def power_cells_2d(targets: torch.Tensor, heights: torch.Tensor, low=0.0, high=1
     -------
     list of N numpy arrays [k_i, 2]: the vertices of each convex cell in order (k_i = 0 for an
     empty cell). Computed in float64.
+
+    Examples
+    --------
+    >>> import torch
+    >>> y = torch.tensor([[0.25, 0.5], [0.75, 0.5]])
+    >>> cells = power_cells_2d(y, -(y ** 2).sum(1) / 2)   # these heights give the Voronoi cells
+    >>> [len(cell) for cell in cells]
+    [4, 4]
     """
     polygons, _, counts, _, centre = _centred_cells(targets, heights, low, high)
     return [polygon[:count] + centre if count else np.zeros((0, 2)) for polygon, count in zip(polygons, counts)]
@@ -267,7 +275,15 @@ def polygon_area(vertices: np.ndarray) -> float:
 
 
 def exact_cell_measures_2d(targets: torch.Tensor, heights: torch.Tensor, low=0.0, high=1.0) -> torch.Tensor:
-    """mu(W_i) exactly, as the area fraction of the box: tensor [N] float64, summing to 1."""
+    """mu(W_i) exactly, as the area fraction of the box: tensor [N] float64, summing to 1.
+
+    Examples
+    --------
+    >>> import torch
+    >>> y = torch.tensor([[0.25, 0.5], [0.75, 0.5]])
+    >>> exact_cell_measures_2d(y, -(y ** 2).sum(1) / 2).tolist()
+    [0.5, 0.5]
+    """
     lo, hi = as_box(low, high, 2, dtype=torch.float64)
     volume = float((hi - lo).prod())
     return torch.from_numpy(power_diagram_2d(targets, heights, low, high).areas / volume)

@@ -57,6 +57,12 @@ def noise_floor(weights: torch.Tensor, num_samples: int) -> float:
     A cell count is Binomial(M, nu_i); for large M, E|c_i / M - nu_i| ~ sqrt(2 / pi) *
     sqrt(nu_i (1 - nu_i) / M). Dividing by nu_i and averaging over cells gives
     (1/N) sum_i sqrt(2/pi) sqrt((1 - nu_i) / (M nu_i)) = sqrt(2/pi) sqrt(N / M) for uniform weights.
+
+    Examples
+    --------
+    >>> import torch
+    >>> round(noise_floor(torch.full((100,), 0.01), num_samples=10000), 3)
+    0.079
     """
     nu = weights.double()
     # clamp: a single target's weight may round to 1 + 1e-7 (merged duplicates), and sqrt(-x) is NaN
