@@ -38,7 +38,13 @@ ROW_CHUNK = 1 << 16
 
 
 def row_slices(num_rows: int, rows: int = ROW_CHUNK):
-    """Consecutive slices of at most ``rows`` rows covering ``range(num_rows)``."""
+    """Consecutive slices of at most ``rows`` rows covering ``range(num_rows)``.
+
+    Examples
+    --------
+    >>> list(row_slices(5, rows=2))
+    [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    """
     return [slice(start, min(start + rows, num_rows)) for start in range(0, num_rows, rows)]
 
 
