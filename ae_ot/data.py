@@ -47,7 +47,7 @@ class TensorBatchDataset(Dataset):
     """In-memory (images, labels) dataset indexed by *batches* of indices.
 
     Used with ``DataLoader(batch_size=None, sampler=BatchSampler(...))`` so a whole batch is one
-    tensor gather instead of ``batch_size`` Python calls plus a collate (about 20x faster on CPU).
+    tensor gather instead of ``batch_size`` Python calls plus a collate.
 
     Examples
     --------

@@ -17,9 +17,8 @@ __all__ = ["Encoder", "Decoder", "to_channels_last"]
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     """Images or activations [B, C, H, W] in the channels-last (NHWC) memory layout, same values.
 
-    Why: on the CPU, oneDNN's convolutions are faster in NHWC. Measured side by side on the 2-core
-    CPU (docs/benchmarks.md): a training step of the autoencoder (batch 256) 37-46 -> 31-36 ms, of
-    the MNIST classifier (batch 128) 57-62 -> 37-44 ms. Networks that use it keep their weights in
+    Why: on the CPU, oneDNN's convolutions are faster in NHWC (timings of the autoencoder's and
+    the classifier's training steps: docs/benchmarks.md). Networks that use it keep their weights in
     the same layout (``module.to(memory_format=torch.channels_last)``) and return contiguous NCHW
     outputs, so no caller sees the layout.
 

@@ -68,8 +68,8 @@ def solve_toy(targets: torch.Tensor, seed: int = 0, time_limit: float = 20.0, ma
     from ae_ot.ot import SemiDiscreteOT
 
     solver = SemiDiscreteOT(targets, low=-1.0, high=1.0, seed=seed)
-    # No tol: a stopping test would evaluate on millions of samples every few steps, which
-    # costs more than the solve itself in 2D; the error is measured once afterwards instead.
+    # No tol: a stopping test evaluates on millions of samples every few steps, which in 2-D
+    # costs more than the solve; the error is evaluated once afterwards instead.
     report = solver.fit(time_limit=time_limit, max_steps=max_steps, progress=False)
     return solver, report
 

@@ -69,7 +69,7 @@ class MNISTClassifier(nn.Module):
         self.fc = nn.Sequential(nn.Linear(64 * 4 * 4, FEATURE_DIM), nn.ReLU(inplace=True))
         self.dropout = nn.Dropout(0.2)
         self.head = nn.Linear(FEATURE_DIM, 10)
-        self.to(memory_format=torch.channels_last)  # ~1.45x faster training steps on CPU, see to_channels_last
+        self.to(memory_format=torch.channels_last)  # NHWC convolutions on CPU, see to_channels_last
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Penultimate activations [B, 128] (post-ReLU) of images [B, 1, 28, 28]."""
