@@ -11,6 +11,16 @@ and reports the fraction of samples that land *between* modes: farther from ever
 the 99th percentile of the targets' nearest-neighbour distances.
 
     ae-ot toy2d --output_dir toy2d      # writes toy2d/{8gaussians,25gaussians,swissroll}.png + toy2d.json
+
+Examples
+--------
+The options are the parser's (``ae-ot toy2d --help``); ``main`` parses a list of them
+and runs the command:
+
+>>> from ae_ot.commands.toy2d import build_parser, main
+>>> "--output_dir" in build_parser().format_help()
+True
+>>> main(["--output_dir", "toy2d"])  # doctest: +SKIP
 """
 
 from __future__ import annotations

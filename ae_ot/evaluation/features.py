@@ -53,6 +53,13 @@ def check_images(images, name: str = "images", channels: tuple[int, ...] = (1, 3
 
 
 def check_features(features, name: str = "features") -> torch.Tensor:
+    """Features [n, d] (n >= 1) as a tensor, or :class:`UserInputError` naming ``name``.
+
+    Examples
+    --------
+    >>> check_features([[0.0, 1.0], [2.0, 3.0]]).shape
+    torch.Size([2, 2])
+    """
     if not isinstance(features, torch.Tensor):
         features = torch.as_tensor(np.asarray(features))
     if features.dim() != 2 or features.shape[0] == 0:
@@ -71,6 +78,14 @@ def extract_features(images: torch.Tensor, classifier=None, batch_size: int = 20
     """Classifier features and class probabilities of images [n, C, 28, 28].
 
     Returns ``features`` [n, 128 * C] (channel features concatenated) and ``probs`` [n, C, 10].
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ae_ot.evaluation import MNISTClassifier
+    >>> features, probs = extract_features(torch.rand(4, 1, 28, 28), classifier=MNISTClassifier().eval())
+    >>> features.shape, probs.shape
+    (torch.Size([4, 128]), torch.Size([4, 1, 10]))
     """
     if check:
         images = check_images(images)

@@ -134,7 +134,14 @@ def _pairwise_chunks(a: torch.Tensor, b: torch.Tensor, chunk: int = 2048):
 
 
 def knn_radii(features, k: int) -> torch.Tensor:
-    """Distance of every point to its k-th nearest neighbour among the others, [n]."""
+    """Distance of every point to its k-th nearest neighbour among the others, [n].
+
+    Examples
+    --------
+    >>> import torch
+    >>> knn_radii(torch.tensor([[0.0], [1.0], [3.0]]), k=1).tolist()
+    [1.0, 1.0, 2.0]
+    """
     x = check_features(features)
     _check_k(x.shape[0], k, "a k-NN radius", "points")
     radii = torch.empty(x.shape[0])
@@ -286,6 +293,11 @@ def evaluate_samples(fake_images: torch.Tensor, *, classifier=None, reference=No
     Modes: one-channel images count a digit class covered when it receives at least
     ``class_min_fraction`` of its uniform share n/10; three-channel images count each of the 1,000
     triples with at least one sample (PacGAN).
+
+    Examples
+    --------
+    >>> metrics = evaluate_samples(model.sample(10000, seed=0))   # the cached classifier and MNIST  # doctest: +SKIP
+    >>> metrics["fid"], metrics["modes_covered"]  # doctest: +SKIP
     """
     fake_images = check_images(fake_images, "generated images")
     n, c = fake_images.shape[:2]
