@@ -62,7 +62,13 @@ def keops_available() -> bool:
 
 
 class KernelFallbackWarning(UserWarning):
-    """``backend="auto"`` on CPU runs the torch kernel because the fused one is not available here."""
+    """``backend="auto"`` on CPU runs the torch kernel because the fused one is not available here.
+
+    Examples
+    --------
+    >>> issubclass(KernelFallbackWarning, UserWarning)
+    True
+    """
 
 
 _fallback_warned = False
@@ -116,6 +122,12 @@ def kernel_name(backend: str, device: torch.device, dtype: torch.dtype, k: int, 
     k <= 2 only (the others run on ``"torch"``, see :func:`topk_scores`). ``dim`` (d) matters for
     ``backend="auto"`` only (see :func:`resolve_backend`). Non-finite heights also go to
     ``"torch"``; that is a property of the call's values, not of its signature, and not covered here.
+
+    Examples
+    --------
+    >>> import torch
+    >>> kernel_name("torch", torch.device("cpu"), torch.float64, k=1)
+    'torch'
     """
     backend = resolve_backend(backend, device, dim)
     if backend == "fused" and not (torch.device(device).type == "cpu" and dtype == torch.float32 and k <= 2):
@@ -142,6 +154,13 @@ def tile_plan(m: int, n: int, k: int, device: torch.device, dtype: torch.dtype,
       rows of scores fit, so the reduction runs over whole rows in one pass.
 
     Returns ``(rows, cols)`` with ``1 <= rows <= m``, ``1 <= cols <= n``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> rows, cols = tile_plan(1000, 5000, 1, torch.device("cpu"), torch.float32)
+    >>> rows > 0 and cols > 0
+    True
     """
     device = torch.device(device)
     if tile_bytes is None:

@@ -104,7 +104,13 @@ class FitReport:
 
 def error_key(result: dict) -> tuple:
     """How an evaluation ranks iterates, lowest best: the noise-corrected mean relative error (NaN
-    ranks last), then the empty cells."""
+    ranks last), then the empty cells.
+
+    Examples
+    --------
+    >>> error_key({"mean_rel_corrected": 0.1}) < error_key({"mean_rel_corrected": 0.2})
+    True
+    """
     error = result.get("mean_rel_corrected", math.nan)
     return (error if math.isfinite(error) else math.inf, result.get("empty_cells", 0))
 

@@ -50,7 +50,14 @@ def row_slices(num_rows: int, rows: int = ROW_CHUNK):
 
 def per_row_float64(points: torch.Tensor, fn) -> torch.Tensor:
     """``fn(block)`` [r] of each block of ``points`` [N, d] in float64, as one [N] float64 tensor,
-    without a float64 copy of all the points (:data:`ROW_CHUNK` rows at a time)."""
+    without a float64 copy of all the points (:data:`ROW_CHUNK` rows at a time).
+
+    Examples
+    --------
+    >>> import torch
+    >>> per_row_float64(torch.ones(5, 2), lambda block: block.sum(1)).tolist()
+    [2.0, 2.0, 2.0, 2.0, 2.0]
+    """
     out = torch.empty(points.shape[0], dtype=torch.float64, device=points.device)
     for rows in row_slices(points.shape[0]):
         out[rows] = fn(points[rows].double())
