@@ -22,7 +22,13 @@ __all__ = ["load_generator", "check_generator_checkpoint", "generator_class_path
 
 
 def known_generators() -> list[str]:
-    """Class paths of the generators exported by :mod:`ae_ot.generators`."""
+    """Class paths of the generators exported by :mod:`ae_ot.generators`.
+
+    Examples
+    --------
+    >>> "ae_ot.generators.AEOT" in known_generators()
+    True
+    """
     names = []
     for name in getattr(zoo, "__all__", dir(zoo)):
         obj = getattr(zoo, name, None)

@@ -74,7 +74,14 @@ class TensorBatchDataset(Dataset):
 def shrink_to_subset(train, val, test, subset: int | None):
     """A quick run's split: the first ``subset`` training items, and validation and test shrunk to
     at most a fifth of it (at least one item each, an empty validation set stays empty), so the
-    split keeps its proportions. ``subset=None`` returns the three unchanged."""
+    split keeps its proportions. ``subset=None`` returns the three unchanged.
+
+    Examples
+    --------
+    >>> train, val, test = shrink_to_subset(list(range(100)), list(range(20)), list(range(20)), subset=10)
+    >>> len(train), len(val) <= 20
+    (10, True)
+    """
     if subset is None:
         return train, val, test
     small = max(1, subset // 5)

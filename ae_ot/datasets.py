@@ -55,7 +55,16 @@ _IDX_NAMES = {
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """No source of the dataset could be read."""
+    """No source of the dataset could be read.
+
+    Examples
+    --------
+    >>> try:
+    ...     load_fashion_mnist("/nonexistent")
+    ... except DatasetNotFoundError as error:
+    ...     print(type(error).__name__)
+    DatasetNotFoundError
+    """
 
 
 class CorruptDatasetError(UserInputError):

@@ -100,7 +100,13 @@ def write_json_atomic(data, path: str | os.PathLike) -> Path:
 
 def cache_dir() -> Path:
     """Where the package caches what it computes once per machine (the MNIST classifier, decoded
-    MNIST): ``$AE_OT_CACHE`` if set, else ``~/.cache/ae-ot``."""
+    MNIST): ``$AE_OT_CACHE`` if set, else ``~/.cache/ae-ot``.
+
+    Examples
+    --------
+    >>> cache_dir().name != ""
+    True
+    """
     env = os.environ.get("AE_OT_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "ae-ot"
 
