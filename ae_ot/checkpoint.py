@@ -78,7 +78,13 @@ def check_generator_checkpoint(ckpt_path: str | Path, expected: type | None = No
     the file is a readable Lightning checkpoint of a known generator class and, when ``expected``
     is given, of that class or a subclass (else :class:`UserInputError` naming ``option``, e.g.
     ``"--ckpt_path"``, what the file holds and what it must hold). Raises as
-    :func:`load_generator` does; commands call it on every checkpoint before the work starts."""
+    :func:`load_generator` does; commands call it on every checkpoint before the work starts.
+
+    Examples
+    --------
+    >>> check_generator_checkpoint("last.ckpt")  # doctest: +SKIP
+    'ae_ot.generators.AEOT'
+    """
     path = Path(ckpt_path)
     class_path, cls = _generator_class(read_checkpoint(path), path)
     if expected is not None and not issubclass(cls, expected):
@@ -116,6 +122,11 @@ def load_generator(ckpt_path: str | Path):
     that does not fit its class (weights missing or of another shape, hyper-parameters the class
     does not take). Any other exception of ``load_from_checkpoint`` is a bug and propagates
     unchanged.
+
+    Examples
+    --------
+    >>> model = load_generator("lightning_logs/version_0/checkpoints/last.ckpt")  # doctest: +SKIP
+    >>> images = model.sample(64, seed=0)  # doctest: +SKIP
     """
     path = Path(ckpt_path)
     checkpoint = read_checkpoint(path)

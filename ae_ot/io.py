@@ -203,6 +203,15 @@ def read_torch_file(path: str | os.PathLike, required: tuple[str, ...], kind: st
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """The dict of a Lightning checkpoint file, on the CPU (see :func:`read_torch_file`)."""
+    """The dict of a Lightning checkpoint file, on the CPU (see :func:`read_torch_file`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> path = atomic_torch_save({"state_dict": {}, "epoch": 2}, Path(tempfile.mkdtemp()) / "last.ckpt")
+    >>> read_checkpoint(path)["epoch"]
+    2
+    """
     return read_torch_file(path, ("state_dict",), "Lightning checkpoint",
                            "pass a .ckpt file (e.g. lightning_logs/version_0/checkpoints/*.ckpt)")

@@ -116,6 +116,17 @@ def quantize_png(source, path: str | os.PathLike, colours: int = 256, max_bytes:
 
     Plots hold few distinct colours, so a palette keeps them exact to the eye at a third to a
     tenth of the bytes of a true-colour PNG.
+
+    Examples
+    --------
+    >>> import io, tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> buffer = io.BytesIO()
+    >>> Image.new("RGB", (8, 8), "white").save(buffer, format="PNG")
+    >>> _ = buffer.seek(0)
+    >>> quantize_png(buffer, Path(tempfile.mkdtemp()) / "small.png").suffix
+    '.png'
     """
     from PIL import Image
 

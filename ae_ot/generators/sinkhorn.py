@@ -20,7 +20,13 @@ ONLINE_BACKEND_MIN_BATCH = 1024
 
 
 def load_frozen_encoder(checkpoint: str):
-    """The encoder of a trained :class:`~ae_ot.generators.Autoencoder` checkpoint, frozen (eval, no grad)."""
+    """The encoder of a trained :class:`~ae_ot.generators.Autoencoder` checkpoint, frozen (eval, no grad).
+
+    Examples
+    --------
+    >>> encoder = load_frozen_encoder("autoencoder.ckpt")  # doctest: +SKIP
+    >>> encoder(images).shape  # doctest: +SKIP
+    """
     from ae_ot.generators.autoencoder import Autoencoder
 
     if not checkpoint or not Path(checkpoint).is_file():
