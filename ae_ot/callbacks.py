@@ -45,6 +45,12 @@ class WallClockCheckpoints(pl.Callback):
         Training seconds at which to save, ascending, each > 0.
     dirpath : str
         Folder for the checkpoints and ``timeline.json`` (created if missing).
+
+    Examples
+    --------
+    >>> callback = WallClockCheckpoints(marks=[60.0, 300.0], dirpath="checkpoints")
+    >>> callback.marks
+    [60.0, 300.0]
     """
 
     def __init__(self, marks: list[float], dirpath: str):
@@ -109,6 +115,12 @@ class StopOnNonFiniteLoss(pl.Callback):
     and every scalar of ``trainer.callback_metrics`` (what the model logged, e.g. the GANs'
     ``train/critic_loss``). The fit then ends with a non-zero exit and the message names the
     metric, its value and the step.
+
+    Examples
+    --------
+    >>> import pytorch_lightning as pl
+    >>> isinstance(StopOnNonFiniteLoss(), pl.Callback)   # pass it in ``Trainer(callbacks=[...])``
+    True
     """
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -22,7 +22,13 @@ __all__ = ["load_generator", "check_generator_checkpoint", "generator_class_path
 
 
 def known_generators() -> list[str]:
-    """Class paths of the generators exported by :mod:`ae_ot.generators`."""
+    """Class paths of the generators exported by :mod:`ae_ot.generators`.
+
+    Examples
+    --------
+    >>> "ae_ot.generators.AEOT" in known_generators()
+    True
+    """
     names = []
     for name in getattr(zoo, "__all__", dir(zoo)):
         obj = getattr(zoo, name, None)
@@ -73,7 +79,13 @@ def check_generator_checkpoint(ckpt_path: str | Path, expected: type | None = No
     is given, of that class or a subclass (else :class:`UserInputError` naming ``option``, e.g.
     ``"--ckpt_path"``, what the file holds and what it must hold). An AE-OT checkpoint must hold a
     solved latent sampler. Raises as :func:`load_generator` does; commands call it on every
-    checkpoint before the work starts."""
+    checkpoint before the work starts.
+
+    Examples
+    --------
+    >>> check_generator_checkpoint("last.ckpt")  # doctest: +SKIP
+    'ae_ot.generators.AEOT'
+    """
     path = Path(ckpt_path)
     checkpoint = read_checkpoint(path)
     class_path, cls = _generator_class(checkpoint, path)
@@ -117,6 +129,11 @@ def load_generator(ckpt_path: str | Path):
     that does not fit its class (weights missing or of another shape, hyper-parameters the class
     does not take). Any other exception of ``load_from_checkpoint`` is a bug and propagates
     unchanged.
+
+    Examples
+    --------
+    >>> model = load_generator("lightning_logs/version_0/checkpoints/last.ckpt")  # doctest: +SKIP
+    >>> images = model.sample(64, seed=0)  # doctest: +SKIP
     """
     path = Path(ckpt_path)
     checkpoint = read_checkpoint(path)

@@ -19,7 +19,16 @@ __all__ = ["UserInputError", "MODEL_HINT", "require_positive", "require_positive
 
 
 class UserInputError(ValueError):
-    """Bad input from the user: the message names the parameter, the rule, the value and the fix."""
+    """Bad input from the user: the message names the parameter, the rule, the value and the fix.
+
+    Examples
+    --------
+    >>> try:
+    ...     require_positive(lr=-1.0)
+    ... except UserInputError as error:
+    ...     print(type(error).__name__)
+    UserInputError
+    """
 
 
 #: the ``hint`` of a model's hyper-parameter checks: how to set it with ``ae-ot fit``
@@ -35,6 +44,15 @@ def require_positive(hint: str = "", **values) -> None:
 
     ``require_positive(lr=lr, clip=clip)``; ``hint`` is appended to the message, with ``{name}``
     replaced by the parameter's name (:data:`MODEL_HINT` says how to pass it on the command line).
+
+    Examples
+    --------
+    >>> require_positive(lr=0.1, tol=1e-3)
+    >>> try:
+    ...     require_positive(lr=0.0)
+    ... except UserInputError:
+    ...     print("rejected")
+    rejected
     """
     for name, value in values.items():
         if not (_is_number(value) and math.isfinite(value) and value > 0):
@@ -42,12 +60,32 @@ def require_positive(hint: str = "", **values) -> None:
 
 
 def require_positive_int(hint: str = "", **values) -> None:
-    """Raise :class:`UserInputError` unless each keyword value is an integer >= 1."""
+    """Raise :class:`UserInputError` unless each keyword value is an integer >= 1.
+
+    Examples
+    --------
+    >>> require_positive_int(batch_size=64)
+    >>> try:
+    ...     require_positive_int(batch_size=0)
+    ... except UserInputError:
+    ...     print("rejected")
+    rejected
+    """
     require_int_at_least(1, hint, **values)
 
 
 def require_int_at_least(minimum: int, hint: str = "", **values) -> None:
-    """Raise :class:`UserInputError` unless each keyword value is an integer >= ``minimum``."""
+    """Raise :class:`UserInputError` unless each keyword value is an integer >= ``minimum``.
+
+    Examples
+    --------
+    >>> require_int_at_least(0, seed=0)
+    >>> try:
+    ...     require_int_at_least(2, k=1)
+    ... except UserInputError:
+    ...     print("rejected")
+    rejected
+    """
     for name, value in values.items():
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             rule = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
@@ -64,6 +102,16 @@ def require_in_interval(low: float, high: float, hint: str = "", high_closed: bo
 
 
 def require_choice(name: str, value, choices) -> None:
-    """Raise :class:`UserInputError` unless ``value`` is one of ``choices``."""
+    """Raise :class:`UserInputError` unless ``value`` is one of ``choices``.
+
+    Examples
+    --------
+    >>> require_choice("backend", "torch", ("auto", "torch", "keops"))
+    >>> try:
+    ...     require_choice("backend", "cuda", ("auto", "torch", "keops"))
+    ... except UserInputError:
+    ...     print("rejected")
+    rejected
+    """
     if value not in choices:
         raise UserInputError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")

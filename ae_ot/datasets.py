@@ -55,7 +55,16 @@ _IDX_NAMES = {
 
 
 class DatasetNotFoundError(FileNotFoundError):
-    """No source of the dataset could be read."""
+    """No source of the dataset could be read.
+
+    Examples
+    --------
+    >>> try:
+    ...     load_fashion_mnist("/nonexistent")
+    ... except DatasetNotFoundError as error:
+    ...     print(type(error).__name__)
+    DatasetNotFoundError
+    """
 
 
 class CorruptDatasetError(UserInputError):
@@ -64,7 +73,16 @@ class CorruptDatasetError(UserInputError):
 
 @dataclass
 class ImageSplits:
-    """Training and test images with labels, images float32 in [0, 1], shape [n, 1, 28, 28]."""
+    """Training and test images with labels, images float32 in [0, 1], shape [n, 1, 28, 28].
+
+    Examples
+    --------
+    >>> import torch
+    >>> images, labels = torch.zeros(4, 1, 28, 28), torch.arange(4)
+    >>> splits = ImageSplits(images[:3], labels[:3], images[3:], labels[3:], source="example")
+    >>> splits.train_images.shape[0], splits.test_images.shape[0]
+    (3, 1)
+    """
 
     train_images: torch.Tensor
     train_labels: torch.Tensor
@@ -258,6 +276,12 @@ def load_mnist(data_dir: str | os.PathLike = "data", download: bool = True) -> I
     """Load the full MNIST (60,000 train / 10,000 test) from the first available offline source.
 
     Raises :class:`DatasetNotFoundError` listing every source tried and the command that fixes it.
+
+    Examples
+    --------
+    >>> splits = load_mnist()  # doctest: +SKIP
+    >>> splits.train_images.shape  # doctest: +SKIP
+    torch.Size([60000, 1, 28, 28])
     """
     data_dir = Path(data_dir)
     key = (str(data_dir.resolve()), download)
@@ -287,7 +311,14 @@ def load_mnist(data_dir: str | os.PathLike = "data", download: bool = True) -> I
 
 
 def load_fashion_mnist(data_dir: str | os.PathLike = FASHION_MNIST_SYSTEM_DIR) -> ImageSplits:
-    """Load Fashion-MNIST from IDX files in ``data_dir`` (or ``data_dir/FashionMNIST/raw``)."""
+    """Load Fashion-MNIST from IDX files in ``data_dir`` (or ``data_dir/FashionMNIST/raw``).
+
+    Examples
+    --------
+    >>> splits = load_fashion_mnist()  # doctest: +SKIP
+    >>> splits.test_images.shape  # doctest: +SKIP
+    torch.Size([10000, 1, 28, 28])
+    """
     tried = []
     for folder in (Path(data_dir), Path(data_dir) / "FashionMNIST" / "raw"):
         if folder.is_dir():
@@ -307,14 +338,27 @@ def load_fashion_mnist(data_dir: str | os.PathLike = FASHION_MNIST_SYSTEM_DIR) -
 # --------------------------------------------------------------------------------------------
 def stacked_label(digits: torch.Tensor) -> torch.Tensor:
     """The mode of stacked digits [n, C] (channel 0 first): sum_j digit_j * 10^(C - 1 - j), so a
-    Stacked MNIST image (C = 3) has label 100 * d0 + 10 * d1 + d2 in 0..999 (PacGAN's 1,000 modes)."""
+    Stacked MNIST image (C = 3) has label 100 * d0 + 10 * d1 + d2 in 0..999 (PacGAN's 1,000 modes).
+
+    Examples
+    --------
+    >>> import torch
+    >>> stacked_label(torch.tensor([[1, 2, 3], [0, 0, 7]])).tolist()
+    [123, 7]
+    """
     channels = digits.shape[1]
     return sum(digits[:, j] * 10 ** (channels - 1 - j) for j in range(channels))
 
 
 def stacked_mnist_indices(num: int, num_source: int, seed: int = 0) -> torch.Tensor:
     """``num`` seeded triples of indices [num, 3] drawn uniformly (with replacement) from
-    ``num_source`` images: the three digits of each Stacked MNIST image."""
+    ``num_source`` images: the three digits of each Stacked MNIST image.
+
+    Examples
+    --------
+    >>> stacked_mnist_indices(4, num_source=100, seed=0).shape
+    torch.Size([4, 3])
+    """
     if num <= 0 or num_source <= 0:
         raise UserInputError(f"num and num_source must be positive, got {num}, {num_source}")
     return torch.randint(0, num_source, (num, 3), generator=torch.Generator().manual_seed(seed))
@@ -322,7 +366,16 @@ def stacked_mnist_indices(num: int, num_source: int, seed: int = 0) -> torch.Ten
 
 def stack_digits(images: torch.Tensor, labels: torch.Tensor, triples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Images [n, 1, 28, 28] + triples [m, 3] -> (images [m, 3, 28, 28], labels [m] in 0..999,
-    :func:`stacked_label` of the three digits)."""
+    :func:`stacked_label` of the three digits).
+
+    Examples
+    --------
+    >>> import torch
+    >>> images, labels = torch.rand(10, 1, 28, 28), torch.arange(10)
+    >>> stacked, stacked_labels = stack_digits(images, labels, torch.tensor([[1, 2, 3]]))[:2]
+    >>> stacked.shape, stacked_labels.tolist()
+    (torch.Size([1, 3, 28, 28]), [123])
+    """
     stacked = images[triples.reshape(-1)].reshape(triples.shape[0], 3, *images.shape[2:])
     return stacked, stacked_label(labels[triples])
 
@@ -330,7 +383,14 @@ def stack_digits(images: torch.Tensor, labels: torch.Tensor, triples: torch.Tens
 def load_stacked_mnist(num: int = 10000, split: str = "train", seed: int = 0, data_dir: str | os.PathLike = "data"
                        ) -> tuple[torch.Tensor, torch.Tensor]:
     """``num`` Stacked MNIST images [num, 3, 28, 28] in [0, 1] with labels in 0..999, each channel a
-    uniformly drawn (seeded) MNIST digit of ``split`` ("train" or "test"); 1,000 modes."""
+    uniformly drawn (seeded) MNIST digit of ``split`` ("train" or "test"); 1,000 modes.
+
+    Examples
+    --------
+    >>> images, labels = load_stacked_mnist(num=100)  # doctest: +SKIP
+    >>> images.shape  # doctest: +SKIP
+    torch.Size([100, 3, 28, 28])
+    """
     if split not in ("train", "test"):
         raise UserInputError(f"split must be 'train' or 'test', got {split!r}")
     splits = load_mnist(data_dir)
@@ -349,6 +409,12 @@ def gaussians_on_circle(num_points: int = 8000, num_modes: int = 8, radius: floa
 
     Returns ``(points [n, 2] float32, labels [n] int64 mode index, centres [num_modes, 2])``. The
     defaults keep the points inside [-1, 1]^2 (as ``ae-ot toy2d``'s 8 Gaussians).
+
+    Examples
+    --------
+    >>> points, labels, centres = gaussians_on_circle(num_points=80, num_modes=8)
+    >>> points.shape, centres.shape
+    (torch.Size([80, 2]), torch.Size([8, 2]))
     """
     for name, value in (("num_points", num_points), ("num_modes", num_modes)):
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

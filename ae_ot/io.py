@@ -31,6 +31,15 @@ def atomic_write(path: str | os.PathLike, write: Callable[[Path], object]) -> Pa
     A reader, or a run resumed after a kill, sees the old file or the whole new one, never half of
     it. The temporary name keeps ``path``'s suffix (matplotlib reads the format from it). Returns
     ``path``.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> folder = tempfile.mkdtemp()
+    >>> path = atomic_write(Path(folder) / "note.txt", lambda tmp: tmp.write_text("done"))
+    >>> path.read_text()
+    'done'
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -56,12 +65,30 @@ def _umask() -> int:
 
 
 def atomic_torch_save(obj, path: str | os.PathLike) -> Path:
-    """``torch.save(obj, path)`` through :func:`atomic_write`."""
+    """``torch.save(obj, path)`` through :func:`atomic_write`.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> path = atomic_torch_save({"step": 3}, Path(tempfile.mkdtemp()) / "state.pt")
+    >>> torch.load(path)
+    {'step': 3}
+    """
     return atomic_write(path, lambda tmp: torch.save(obj, tmp))
 
 
 def write_json_atomic(data, path: str | os.PathLike) -> Path:
-    """Write ``data`` as indented JSON to ``path`` through :func:`atomic_write` (fsynced)."""
+    """Write ``data`` as indented JSON to ``path`` through :func:`atomic_write` (fsynced).
+
+    Examples
+    --------
+    >>> import json, tempfile
+    >>> from pathlib import Path
+    >>> path = write_json_atomic({"fid": 9.0}, Path(tempfile.mkdtemp()) / "metrics.json")
+    >>> json.loads(path.read_text())
+    {'fid': 9.0}
+    """
     def write(tmp: Path) -> None:
         with open(tmp, "w") as f:
             json.dump(data, f, indent=2)
@@ -73,7 +100,13 @@ def write_json_atomic(data, path: str | os.PathLike) -> Path:
 
 def cache_dir() -> Path:
     """Where the package caches what it computes once per machine (the MNIST classifier, decoded
-    MNIST): ``$AE_OT_CACHE`` if set, else ``~/.cache/ae-ot``."""
+    MNIST): ``$AE_OT_CACHE`` if set, else ``~/.cache/ae-ot``.
+
+    Examples
+    --------
+    >>> cache_dir().name != ""
+    True
+    """
     env = os.environ.get("AE_OT_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "ae-ot"
 
@@ -104,7 +137,15 @@ def check_writable_path(path: str | os.PathLike, what: str) -> Path:
     """``path`` as a :class:`Path`, or :class:`UserInputError` (naming ``what``, e.g. ``"--output"``)
     when a file cannot be written there: it is a folder, or its nearest existing folder is a file
     or not writable. Missing folders are fine (the writers create them); nothing is created here,
-    so a check that passes leaves no trace."""
+    so a check that passes leaves no trace.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> check_writable_path(Path(tempfile.mkdtemp()) / "grid.png", "--output").name
+    'grid.png'
+    """
     path = Path(path)
     if path.is_dir():
         raise UserInputError(f"{what} {path} is a folder; give a file path inside it (e.g. {path / 'out'}{path.suffix})")
@@ -121,7 +162,16 @@ def check_writable_path(path: str | os.PathLike, what: str) -> Path:
 
 def data_digest(images: torch.Tensor, labels: torch.Tensor) -> str:
     """A 32-hex-digit digest of images [N, C, H, W] in [0, 1] (at 8-bit precision) and labels [N]:
-    it keys the caches that depend on the training data, whatever source it was read from."""
+    it keys the caches that depend on the training data, whatever source it was read from.
+
+    Examples
+    --------
+    >>> import torch
+    >>> images, labels = torch.zeros(2, 1, 28, 28), torch.tensor([3, 7])
+    >>> digest = data_digest(images, labels)
+    >>> len(digest), digest == data_digest(images, labels)
+    (32, True)
+    """
     h = hashlib.blake2b(digest_size=16)
     h.update(str(tuple(images.shape)).encode())
     h.update((images * 255).round().to(torch.uint8).contiguous().numpy().tobytes())
@@ -153,6 +203,15 @@ def read_torch_file(path: str | os.PathLike, required: tuple[str, ...], kind: st
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:
-    """The dict of a Lightning checkpoint file, on the CPU (see :func:`read_torch_file`)."""
+    """The dict of a Lightning checkpoint file, on the CPU (see :func:`read_torch_file`).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> path = atomic_torch_save({"state_dict": {}, "epoch": 2}, Path(tempfile.mkdtemp()) / "last.ckpt")
+    >>> read_checkpoint(path)["epoch"]
+    2
+    """
     return read_torch_file(path, ("state_dict",), "Lightning checkpoint",
                            "pass a .ckpt file (e.g. lightning_logs/version_0/checkpoints/*.ckpt)")

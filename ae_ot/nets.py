@@ -17,11 +17,16 @@ __all__ = ["Encoder", "Decoder", "to_channels_last"]
 def to_channels_last(x: torch.Tensor) -> torch.Tensor:
     """Images or activations [B, C, H, W] in the channels-last (NHWC) memory layout, same values.
 
-    Why: on the CPU, oneDNN's convolutions are faster in NHWC. Measured side by side on the 2-core
-    CPU (docs/benchmarks.md): a training step of the autoencoder (batch 256) 37-46 -> 31-36 ms, of
-    the MNIST classifier (batch 128) 57-62 -> 37-44 ms. Networks that use it keep their weights in
+    Why: on the CPU, oneDNN's convolutions are faster in NHWC (timings of the autoencoder's and
+    the classifier's training steps: docs/benchmarks.md). Networks that use it keep their weights in
     the same layout (``module.to(memory_format=torch.channels_last)``) and return contiguous NCHW
     outputs, so no caller sees the layout.
+
+    Examples
+    --------
+    >>> import torch
+    >>> to_channels_last(torch.rand(2, 3, 4, 4)).is_contiguous(memory_format=torch.channels_last)
+    True
     """
     return x.contiguous(memory_format=torch.channels_last)
 
@@ -31,6 +36,12 @@ class Encoder(nn.Module):
 
     conv(C->w, 4, s2) 28->14, conv(w->2w, 4, s2) 14->7, conv(2w->4w, 3, s2) 7->4, linear -> latent.
     Small on purpose: one epoch over 60k images takes seconds on a 2-core CPU.
+
+    Examples
+    --------
+    >>> import torch
+    >>> Encoder(latent_dim=8)(torch.rand(2, 1, 28, 28)).shape
+    torch.Size([2, 8])
     """
 
     def __init__(self, latent_dim: int = 16, width: int = 16, in_channels: int = 1):
@@ -54,6 +65,12 @@ class Decoder(nn.Module):
     """Convolutional decoder z [B, latent_dim] -> x [B, C, 28, 28] in [0, 1] (sigmoid output).
 
     Mirror of :class:`Encoder`: linear -> 4w x 4 x 4, transposed convs 4->7->14->28.
+
+    Examples
+    --------
+    >>> import torch
+    >>> Decoder(latent_dim=8)(torch.randn(2, 8)).shape
+    torch.Size([2, 1, 28, 28])
     """
 
     def __init__(self, latent_dim: int = 16, width: int = 16, out_channels: int = 1):
@@ -86,6 +103,12 @@ class Generator(nn.Module):
     4w x 4 x 4, ReLU; three 5x5 transposed convolutions 4 -> 8 (cropped to 7) -> 14 -> 28 with
     ReLU between them and a sigmoid output; no normalisation (``batch_norm`` optional). The paper
     uses w = 64 (DIM) and latent_dim = 128; the CPU configs of this repo use w = 32.
+
+    Examples
+    --------
+    >>> import torch
+    >>> Generator(latent_dim=16, width=8)(torch.randn(2, 16)).shape
+    torch.Size([2, 1, 28, 28])
     """
 
     def __init__(self, latent_dim: int = 128, width: int = 64, out_channels: int = 1, batch_norm: bool = False):
@@ -117,6 +140,12 @@ class Critic(nn.Module):
     The MNIST critic of the WGAN-GP paper's released code: three 5x5 stride-2 convolutions
     (28 -> 14 -> 7 -> 4, channels w, 2w, 4w) with LeakyReLU 0.2, no normalisation (the gradient
     penalty is per sample, so batch norm would be wrong), then a linear layer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> Critic(width=8)(torch.rand(2, 1, 28, 28)).shape
+    torch.Size([2])
     """
 
     def __init__(self, width: int = 64, in_channels: int = 1):
@@ -157,6 +186,12 @@ class MLPGenerator(nn.Module):
 
     The toy-data generator of the WGAN-GP paper (three hidden ReLU layers; the paper uses 512
     units).
+
+    Examples
+    --------
+    >>> import torch
+    >>> MLPGenerator(latent_dim=2, data_dim=2, width=16)(torch.randn(5, 2)).shape
+    torch.Size([5, 2])
     """
 
     def __init__(self, latent_dim: int = 2, data_dim: int = 2, width: int = 128, depth: int = 3):
@@ -171,7 +206,14 @@ class MLPGenerator(nn.Module):
 
 class MLPCritic(nn.Module):
     """Points [B, data_dim] -> one real score per point [B]: ``depth`` hidden ReLU layers of
-    ``width`` units, no normalisation (the gradient penalty is per sample)."""
+    ``width`` units, no normalisation (the gradient penalty is per sample).
+
+    Examples
+    --------
+    >>> import torch
+    >>> MLPCritic(data_dim=2, width=16)(torch.randn(5, 2)).shape
+    torch.Size([5])
+    """
 
     def __init__(self, data_dim: int = 2, width: int = 128, depth: int = 3):
         super().__init__()
@@ -193,7 +235,13 @@ def _check_net(net: str, batch_norm: bool = False) -> None:
 def make_generator(net: str, latent_dim: int, width: int, channels: int = 1, batch_norm: bool = False,
                    data_dim: int = 2) -> nn.Module:
     """The baselines' generator: :class:`Generator` (images [B, channels, 28, 28]) for ``net="conv"``,
-    :class:`MLPGenerator` (vectors [B, data_dim], ``width`` hidden units) for ``net="mlp"``."""
+    :class:`MLPGenerator` (vectors [B, data_dim], ``width`` hidden units) for ``net="mlp"``.
+
+    Examples
+    --------
+    >>> type(make_generator("mlp", latent_dim=2, width=16)).__name__
+    'MLPGenerator'
+    """
     _check_net(net, batch_norm)
     if net == "conv":
         return Generator(latent_dim, width, out_channels=channels, batch_norm=batch_norm)
@@ -201,7 +249,13 @@ def make_generator(net: str, latent_dim: int, width: int, channels: int = 1, bat
 
 
 def make_critic(net: str, width: int, channels: int = 1, data_dim: int = 2) -> nn.Module:
-    """The baselines' critic: :class:`Critic` for ``net="conv"``, :class:`MLPCritic` for ``net="mlp"``."""
+    """The baselines' critic: :class:`Critic` for ``net="conv"``, :class:`MLPCritic` for ``net="mlp"``.
+
+    Examples
+    --------
+    >>> type(make_critic("conv", width=8)).__name__
+    'Critic'
+    """
     _check_net(net)
     if net == "conv":
         return Critic(width, in_channels=channels)

@@ -36,6 +36,11 @@ def concise_parser_message(message: str) -> str:
     validate against any of the Union subtypes`` / ``- Problem with given class_path ...`` /
     ``Parser key "latent_dim":`` / ``Expected a <class 'int'>. Got value: abc``); the first
     branch holds the user's mistake, the others (``NoneType``, the value's type) are noise.
+
+    Examples
+    --------
+    >>> concise_parser_message("Parser key 'num_samples': Expected a <class 'int'>. Got value: abc")
+    "Parser key 'num_samples': Expected a <class 'int'>. Got value: abc"
     """
     keys, detail = [], None
     lines = [line.strip() for line in message.splitlines() if line.strip()]
@@ -105,7 +110,19 @@ def command_parser(prog: str, description: str | None = None, **kwargs) -> Comma
 # A command's parser from its function's signature
 # --------------------------------------------------------------------------------------------
 def option_docs(function: Callable) -> dict[str, str]:
-    """The ``Parameters`` section of ``function``'s numpydoc docstring: name -> description."""
+    """The ``Parameters`` section of ``function``'s numpydoc docstring: name -> description.
+
+    Examples
+    --------
+    >>> def f(n: int = 1):
+    ...     '''Parameters
+    ...     ----------
+    ...     n : int
+    ...         How many.
+    ...     '''
+    >>> option_docs(f)
+    {'n': 'How many.'}
+    """
     import docstring_parser  # installed with jsonargparse[signatures], which reads the same docstrings
 
     parsed = docstring_parser.parse(inspect.getdoc(function) or "", style=docstring_parser.DocstringStyle.NUMPYDOC)
@@ -209,7 +226,13 @@ def run_function(parser: ArgumentParser, function: Callable, argv: list[str] | N
 def command_line(prog: str, options: dict[str, Any]) -> str:
     """``prog --name value ...``: a command line that gives ``options`` (values space-separated for a
     list, a flag alone when True; False, None and empty lists left out). A run started from Python
-    records it where a run from the shell records what was typed."""
+    records it where a run from the shell records what was typed.
+
+    Examples
+    --------
+    >>> command_line("ae-ot sample", {"num_samples": 64, "output": "samples.png"})
+    'ae-ot sample --num_samples 64 --output samples.png'
+    """
     words = shlex.split(prog)
     for name, value in options.items():
         if value is None or value is False or (isinstance(value, (list, tuple)) and not value):

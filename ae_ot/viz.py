@@ -24,6 +24,12 @@ def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: 
 
     One- and three-channel images are kept as they are; a padding of ``pad_value`` separates tiles.
     Equivalent to ``torchvision.utils.make_grid`` for our use, which is an optional dependency.
+
+    Examples
+    --------
+    >>> import torch
+    >>> make_grid(torch.rand(4, 1, 28, 28), nrow=2).shape
+    torch.Size([1, 62, 62])
     """
     if images.dim() == 3:
         images = images.unsqueeze(1)
@@ -42,7 +48,14 @@ def make_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2, pad_value: 
 
 
 def grid_to_pil(grid: torch.Tensor, scale: int = 2):
-    """A grid [C, H, W] in [0, 1] -> PIL image (grayscale or RGB), enlarged ``scale`` times."""
+    """A grid [C, H, W] in [0, 1] -> PIL image (grayscale or RGB), enlarged ``scale`` times.
+
+    Examples
+    --------
+    >>> import torch
+    >>> grid_to_pil(make_grid(torch.rand(4, 1, 28, 28), nrow=2), scale=1).size
+    (62, 62)
+    """
     from PIL import Image
 
     array = (grid.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
@@ -55,7 +68,15 @@ def grid_to_pil(grid: torch.Tensor, scale: int = 2):
 
 def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8, scale: int = 2) -> Path:
     """Save images [B, C, H, W] in [0, 1] as one image grid, atomically (a failed write leaves the
-    previous file intact); the format follows the suffix (.png, .jpg, ...). Returns the path written."""
+    previous file intact); the format follows the suffix (.png, .jpg, ...). Returns the path written.
+
+    Examples
+    --------
+    >>> import tempfile, torch
+    >>> from pathlib import Path
+    >>> save_image_grid(torch.rand(4, 1, 28, 28), Path(tempfile.mkdtemp()) / "grid.png", nrow=2).suffix
+    '.png'
+    """
     path = Path(path)
     image = grid_to_pil(make_grid(images, nrow=nrow), scale=scale)
     image_format = pil_format(path)
@@ -64,7 +85,13 @@ def save_image_grid(images: torch.Tensor, path: str | os.PathLike, nrow: int = 8
 
 def pil_format(path: str | os.PathLike, what: str = "an image to") -> str:
     """The PIL format that writes ``path``'s suffix ("PNG" for ``.png``), or :class:`UserInputError`
-    (naming ``what``, e.g. ``"--grid"``) for a suffix PIL cannot write (``.npy``, none)."""
+    (naming ``what``, e.g. ``"--grid"``) for a suffix PIL cannot write (``.npy``, none).
+
+    Examples
+    --------
+    >>> pil_format("samples.png"), pil_format("samples.jpg")
+    ('PNG', 'JPEG')
+    """
     from PIL import Image
 
     Image.init()
@@ -89,6 +116,17 @@ def quantize_png(source, path: str | os.PathLike, colours: int = 256, max_bytes:
 
     Plots hold few distinct colours, so a palette keeps them exact to the eye at a third to a
     tenth of the bytes of a true-colour PNG.
+
+    Examples
+    --------
+    >>> import io, tempfile
+    >>> from pathlib import Path
+    >>> from PIL import Image
+    >>> buffer = io.BytesIO()
+    >>> Image.new("RGB", (8, 8), "white").save(buffer, format="PNG")
+    >>> _ = buffer.seek(0)
+    >>> quantize_png(buffer, Path(tempfile.mkdtemp()) / "small.png").suffix
+    '.png'
     """
     from PIL import Image
 
@@ -104,7 +142,17 @@ def quantize_png(source, path: str | os.PathLike, colours: int = 256, max_bytes:
 
 def save_figure(fig, path: str | os.PathLike, dpi: int = 100) -> Path:
     """Save a matplotlib figure: a palette PNG (:func:`quantize_png`) for ``.png`` paths, any
-    other format as matplotlib writes it; atomic either way. Returns the path."""
+    other format as matplotlib writes it; atomic either way. Returns the path.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> import matplotlib.pyplot as plt
+    >>> from pathlib import Path
+    >>> fig, ax = plt.subplots(figsize=(2, 2))
+    >>> save_figure(fig, Path(tempfile.mkdtemp()) / "plot.png").suffix
+    '.png'
+    """
     import io
 
     path = Path(path)

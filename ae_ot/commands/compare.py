@@ -38,6 +38,16 @@ arguments) is refused before anything is trained.
 
 Writes ``compare.md``, ``compare.json``, ``grids.png``, ``bars.png`` and, with
 ``--train_configs``, ``quality_vs_time.png`` into ``--output_dir``.
+
+Examples
+--------
+The options are the parser's (``ae-ot compare --help``); ``main`` parses a list of them
+and runs the command:
+
+>>> from ae_ot.commands.compare import build_parser, main
+>>> "--ckpt_paths" in build_parser().format_help()
+True
+>>> main(["--ckpt_paths", "a.ckpt", "b.ckpt", "--num_samples", "10000", "--output_dir", "compare"])  # doctest: +SKIP
 """
 
 from __future__ import annotations

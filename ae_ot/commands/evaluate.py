@@ -4,6 +4,16 @@
         --output metrics.json
 
 ``--real test`` scores the real MNIST test split instead (the best a generator can hope for).
+
+Examples
+--------
+The options are the parser's (``ae-ot evaluate --help``); ``main`` parses a list of them
+and runs the command:
+
+>>> from ae_ot.commands.evaluate import build_parser, main
+>>> "--num_samples" in build_parser().format_help()
+True
+>>> main(["--ckpt_path", "last.ckpt", "--num_samples", "10000", "--output", "metrics.json"])  # doctest: +SKIP
 """
 
 from __future__ import annotations

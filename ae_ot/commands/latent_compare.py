@@ -32,6 +32,16 @@ and the straightness of their paths (mean squared deviation from the chord,
 Writes ``latent_compare.md``, ``latent_compare.json``, ``latent_compare.png`` (UMAP of the
 training codes with each sampler's codes over it, and a row of decoded samples per sampler) and
 ``latent_steps.png`` (quality against ODE steps) into ``--output_dir``.
+
+Examples
+--------
+The options are the parser's (``ae-ot latent-compare --help``); ``main`` parses a list of them
+and runs the command:
+
+>>> from ae_ot.commands.latent_compare import build_parser, main
+>>> "--ckpt_path" in build_parser().format_help()
+True
+>>> main(["--ckpt_path", "AEOT.ckpt", "--num_samples", "10000", "--output_dir", "latent_compare"])  # doctest: +SKIP
 """
 
 

@@ -2,6 +2,16 @@
 
     ae-ot sample --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt --num_samples 64 --output samples.png
     ae-ot sample --ckpt_path P --num_samples 10000 --output samples.npy      # [n, C, 28, 28] float32 in [0, 1]
+
+Examples
+--------
+The options are the parser's (``ae-ot sample --help``); ``main`` parses a list of them
+and runs the command:
+
+>>> from ae_ot.commands.sample import build_parser, main
+>>> "--num_samples" in build_parser().format_help()
+True
+>>> main(["--ckpt_path", "last.ckpt", "--num_samples", "64", "--output", "samples.png"])  # doctest: +SKIP
 """
 
 from __future__ import annotations

@@ -11,6 +11,16 @@ and reports the fraction of samples that land *between* modes: farther from ever
 the 99th percentile of the targets' nearest-neighbour distances.
 
     ae-ot toy2d --output_dir toy2d      # writes toy2d/{8gaussians,25gaussians,swissroll}.png + toy2d.json
+
+Examples
+--------
+The options are the parser's (``ae-ot toy2d --help``); ``main`` parses a list of them
+and runs the command:
+
+>>> from ae_ot.commands.toy2d import build_parser, main
+>>> "--output_dir" in build_parser().format_help()
+True
+>>> main(["--output_dir", "toy2d"])  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -68,8 +78,8 @@ def solve_toy(targets: torch.Tensor, seed: int = 0, time_limit: float = 20.0, ma
     from ae_ot.ot import SemiDiscreteOT
 
     solver = SemiDiscreteOT(targets, low=-1.0, high=1.0, seed=seed)
-    # No tol: a stopping test would evaluate on millions of samples every few steps, which
-    # costs more than the solve itself in 2D; the error is measured once afterwards instead.
+    # No tol: a stopping test evaluates on millions of samples every few steps, which in 2-D
+    # costs more than the solve; the error is evaluated once afterwards instead.
     report = solver.fit(time_limit=time_limit, max_steps=max_steps, progress=False)
     return solver, report
 

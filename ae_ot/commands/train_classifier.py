@@ -4,6 +4,16 @@
     ae-ot train-classifier --force    # retrain over the cache
 
 The weights go to ``$AE_OT_CACHE`` or ``~/.cache/ae-ot`` as ``classifier-<key>.pt``.
+
+Examples
+--------
+The options are the parser's (``ae-ot train-classifier --help``); ``main`` parses a list of them
+and runs the command:
+
+>>> from ae_ot.commands.train_classifier import build_parser, main
+>>> "--force" in build_parser().format_help()
+True
+>>> main(["--force"])  # doctest: +SKIP
 """
 
 from __future__ import annotations

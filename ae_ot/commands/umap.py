@@ -7,6 +7,16 @@ distribution beside decoded OT samples. The gap score (:func:`ae_ot.evaluation.l
 printed and saved as JSON beside the figure.
 
     ae-ot umap --ckpt_path lightning_logs/version_0/checkpoints/last.ckpt --output umap.png
+
+Examples
+--------
+The options are the parser's (``ae-ot umap --help``); ``main`` parses a list of them
+and runs the command:
+
+>>> from ae_ot.commands.umap import build_parser, main
+>>> "--ckpt_path" in build_parser().format_help()
+True
+>>> main(["--ckpt_path", "last.ckpt", "--output", "umap.png"])  # doctest: +SKIP
 """
 
 from __future__ import annotations

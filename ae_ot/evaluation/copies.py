@@ -49,7 +49,16 @@ def nearest_training_distances(images: torch.Tensor, train_images: torch.Tensor)
 
 
 def pixel_copy_threshold(test_images: torch.Tensor, train_images: torch.Tensor, quantile: float = 0.01) -> float:
-    """The ``quantile`` of the real test images' nearest-training distances (:math:`q_{0.01}`)."""
+    """The ``quantile`` of the real test images' nearest-training distances (:math:`q_{0.01}`).
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> train, test = torch.rand(20, 1, 28, 28, generator=g), torch.rand(10, 1, 28, 28, generator=g)
+    >>> pixel_copy_threshold(test, train) > 0
+    True
+    """
     require_in_interval(0, 1, quantile=quantile)
     return torch.quantile(nearest_training_distances(test_images, train_images), quantile).item()
 

@@ -6,9 +6,8 @@ umap-learn:
 
 * the k-nearest-neighbour graph of Y is computed *exactly* (tiled ``cdist``) and handed to UMAP as
   ``precomputed_knn``. umap-learn would otherwise build it with pynndescent (approximate) for
-  N >= 4,096, and pynndescent's numba kernels compile for ~50 s in every new process (measured on
-  the 2-core CPU, docs/benchmarks.md): most of ``ae-ot umap``'s time, for a graph that exact
-  search computes in well under a second at N = 10,000, d = 16;
+  N >= 4,096, and pynndescent's numba kernels compile anew in every process, which costs more
+  than the exact search at the sizes this module serves (timings: docs/benchmarks.md);
 * a new code x is placed at the weighted mean of the 2-D positions of its k nearest reference
   codes, with UMAP's membership weights for new points,
 

@@ -21,7 +21,14 @@ __all__ = ["check_images", "check_features", "extract_features", "gaussian_stats
 # --------------------------------------------------------------------------------------------
 def check_images(images, name: str = "images", channels: tuple[int, ...] = (1, 3), atol: float = 1e-4) -> torch.Tensor:
     """Validate images [n, C, 28, 28] with C in ``channels`` and values in [0, 1]; return them as
-    float32 on the CPU. Anything else raises a ValueError saying what is wrong."""
+    float32 on the CPU. Anything else raises a ValueError saying what is wrong.
+
+    Examples
+    --------
+    >>> import torch
+    >>> check_images(torch.rand(2, 1, 28, 28)).shape
+    torch.Size([2, 1, 28, 28])
+    """
     if not isinstance(images, torch.Tensor):
         if isinstance(images, np.ndarray):
             images = torch.from_numpy(images)
@@ -46,6 +53,13 @@ def check_images(images, name: str = "images", channels: tuple[int, ...] = (1, 3
 
 
 def check_features(features, name: str = "features") -> torch.Tensor:
+    """Features [n, d] (n >= 1) as a tensor, or :class:`UserInputError` naming ``name``.
+
+    Examples
+    --------
+    >>> check_features([[0.0, 1.0], [2.0, 3.0]]).shape
+    torch.Size([2, 2])
+    """
     if not isinstance(features, torch.Tensor):
         features = torch.as_tensor(np.asarray(features))
     if features.dim() != 2 or features.shape[0] == 0:
@@ -64,6 +78,14 @@ def extract_features(images: torch.Tensor, classifier=None, batch_size: int = 20
     """Classifier features and class probabilities of images [n, C, 28, 28].
 
     Returns ``features`` [n, 128 * C] (channel features concatenated) and ``probs`` [n, C, 10].
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ae_ot.evaluation import MNISTClassifier
+    >>> features, probs = extract_features(torch.rand(4, 1, 28, 28), classifier=MNISTClassifier().eval())
+    >>> features.shape, probs.shape
+    (torch.Size([4, 128]), torch.Size([4, 1, 10]))
     """
     if check:
         images = check_images(images)
@@ -85,7 +107,15 @@ def extract_features(images: torch.Tensor, classifier=None, batch_size: int = 20
 # Gaussian fit
 # --------------------------------------------------------------------------------------------
 def gaussian_stats(features) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and (unbiased) covariance of features [n, d], in float64."""
+    """Mean and (unbiased) covariance of features [n, d], in float64.
+
+    Examples
+    --------
+    >>> import torch
+    >>> mean, cov = gaussian_stats(torch.tensor([[0.0, 1.0], [2.0, 3.0]]))
+    >>> mean.tolist(), cov.tolist()
+    ([1.0, 2.0], [[2.0, 2.0], [2.0, 2.0]])
+    """
     x = check_features(features).double().numpy()
     if x.shape[0] < 2:
         raise UserInputError(f"a covariance needs at least 2 samples, got {x.shape[0]}")

@@ -23,7 +23,15 @@ def nearest_neighbours(points: torch.Tensor, queries: torch.Tensor, k: int,
                        chunk: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact k nearest ``points`` [N, d] of each query [M, d]: distances [M, k] (ascending) and
     indices [M, k]. Tiled over queries (at most ``chunk x N`` distances at once). A query that is
-    itself one of the points finds itself first, at distance 0."""
+    itself one of the points finds itself first, at distance 0.
+
+    Examples
+    --------
+    >>> import torch
+    >>> distances, indices = nearest_neighbours(torch.tensor([[0.0], [1.0], [5.0]]), torch.tensor([[0.9]]), k=2)
+    >>> indices.tolist()
+    [[1, 0]]
+    """
     if points.dim() != 2 or queries.dim() != 2 or points.shape[1] != queries.shape[1]:
         raise UserInputError(f"points must be [N, d] and queries [M, d] with the same d, got "
                              f"{tuple(points.shape)} and {tuple(queries.shape)}")
@@ -48,6 +56,12 @@ def nearest_neighbour_distances(points: torch.Tensor, queries: torch.Tensor | No
 
     With ``queries=None``: the leave-one-out nearest-neighbour distance [N] of each point.
     Tiled over queries, so at most ``chunk x N`` distances are held at once.
+
+    Examples
+    --------
+    >>> import torch
+    >>> nearest_neighbour_distances(torch.tensor([[0.0], [1.0]]), torch.tensor([[0.25], [3.0]])).tolist()
+    [0.25, 2.0]
     """
     if queries is not None:
         return nearest_neighbours(points, queries, 1, chunk)[0][:, 0]
@@ -61,7 +75,14 @@ def nearest_neighbour_distances(points: torch.Tensor, queries: torch.Tensor | No
 
 
 def gap_threshold(train_codes: torch.Tensor, quantile: float = 0.99) -> float:
-    """q-th quantile of the training codes' leave-one-out nearest-neighbour distances."""
+    """q-th quantile of the training codes' leave-one-out nearest-neighbour distances.
+
+    Examples
+    --------
+    >>> import torch
+    >>> gap_threshold(torch.tensor([[0.0], [1.0], [2.0], [3.0]]), quantile=0.5)
+    1.0
+    """
     require_in_interval(0, 1, high_closed=True, quantile=quantile)
     if train_codes.dim() != 2 or train_codes.shape[0] < 2:
         # one code has no neighbour: an infinite threshold would make every gap score 0
@@ -72,7 +93,15 @@ def gap_threshold(train_codes: torch.Tensor, quantile: float = 0.99) -> float:
 
 def gap_score(generated: torch.Tensor, train_codes: torch.Tensor, quantile: float = 0.99,
               threshold: float | None = None) -> float:
-    """Fraction of ``generated`` codes farther from every training code than the threshold."""
+    """Fraction of ``generated`` codes farther from every training code than the threshold.
+
+    Examples
+    --------
+    >>> import torch
+    >>> train = torch.tensor([[0.0], [1.0], [2.0], [3.0]])
+    >>> gap_score(torch.tensor([[0.5], [10.0]]), train, threshold=1.0)
+    0.5
+    """
     if generated.dim() != 2 or generated.shape[0] == 0:
         raise UserInputError(f"generated codes must be a non-empty [M, d] tensor, got shape {tuple(generated.shape)}")
     threshold = gap_threshold(train_codes, quantile) if threshold is None else threshold

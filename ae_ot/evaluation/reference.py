@@ -22,7 +22,14 @@ _REFERENCES: dict[tuple, "RealReference"] = {}
 
 @dataclass
 class RealReference:
-    """Features [N, 128 * channels] of N real images, their labels, mean and covariance."""
+    """Features [N, 128 * channels] of N real images, their labels, mean and covariance.
+
+    Examples
+    --------
+    >>> reference = get_reference(channels=1)  # doctest: +SKIP
+    >>> reference.mu.shape, reference.sigma.shape  # doctest: +SKIP
+    ((128,), (128, 128))
+    """
 
     channels: int
     features: torch.Tensor
@@ -78,6 +85,12 @@ def get_reference(channels: int = 1, classifier=None, split: str = "train", num_
 
     One channel: the whole MNIST ``split``. Three channels: ``num_stacked`` seeded Stacked MNIST
     triples of that split (their features are the cached single-digit features, concatenated).
+
+    Examples
+    --------
+    >>> reference = get_reference(channels=1)   # MNIST training split on the cached classifier  # doctest: +SKIP
+    >>> reference.features.shape  # doctest: +SKIP
+    torch.Size([60000, 128])
     """
     if channels not in (1, 3):
         raise UserInputError(f"only 1-channel MNIST and 3-channel Stacked MNIST are supported, got {channels} channels")

@@ -72,6 +72,11 @@ def score_samples(images: torch.Tensor, head: dict | None = None, *, classifier=
     dict
         ``head``, then ``metrics`` (:func:`~ae_ot.evaluation.metrics.evaluate_samples`),
         ``metric_names``, ``classifier`` (its description and cache file) and ``seconds``.
+
+    Examples
+    --------
+    >>> row = score_samples(images, {"model": "wgan"}, progress=False)  # doctest: +SKIP
+    >>> sorted(row)[:3]  # doctest: +SKIP
     """
     started = time.perf_counter() if started is None else started
     if classifier is None and reference is None:

@@ -27,7 +27,13 @@ TIMED_DIR = "timed"
 
 
 def check_budget(minutes: float) -> float:
-    """``minutes`` as a float if it is a finite positive number, else UserInputError naming the fix."""
+    """``minutes`` as a float if it is a finite positive number, else UserInputError naming the fix.
+
+    Examples
+    --------
+    >>> check_budget(20)
+    20.0
+    """
     if not (isinstance(minutes, (int, float)) and math.isfinite(minutes) and minutes > 0):
         raise UserInputError(f"--budget_minutes must be a positive number of minutes, got {minutes}; "
                              "give e.g. --budget_minutes 5")

@@ -33,7 +33,16 @@ def md_cell(text: str, limit: int = 160) -> str:
 
 
 def md_rows(header: list[str], rows: list[list[str]]) -> list[str]:
-    """The lines of a markdown table: the header, its rule, then one line per row of cells."""
+    """The lines of a markdown table: the header, its rule, then one line per row of cells.
+
+    Examples
+    --------
+    >>> for line in md_rows(["model", "FID"], [["AE-OT", "9.0"]]):
+    ...     print(line)
+    | model | FID |
+    |---|---|
+    | AE-OT | 9.0 |
+    """
     lines = ["| " + " | ".join(cells) + " |" for cells in (header, *rows)]
     return [lines[0], "|" + "---|" * len(header), *lines[1:]]
 

@@ -34,17 +34,40 @@ def read_autoencoder_state(path) -> tuple[dict, dict]:
 
 def gaussian_sampler(codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """The naive latent sampler's Gaussian fit of codes [N, d]: (mean [d], Cholesky factor [d, d]
-    of the covariance + 1e-6 I, the jitter keeping a rank-deficient fit factorisable)."""
+    of the covariance + 1e-6 I, the jitter keeping a rank-deficient fit factorisable).
+
+    Examples
+    --------
+    >>> import torch
+    >>> codes = torch.randn(100, 3, generator=torch.Generator().manual_seed(0))
+    >>> mean, chol = gaussian_sampler(codes)
+    >>> mean.shape, chol.shape
+    (torch.Size([3]), torch.Size([3, 3]))
+    """
     return codes.mean(0), gaussian_cholesky(torch.cov(codes.T))
 
 
 def gaussian_cholesky(cov: torch.Tensor) -> torch.Tensor:
-    """Lower Cholesky factor [d, d] of cov + 1e-6 I."""
+    """Lower Cholesky factor [d, d] of cov + 1e-6 I.
+
+    Examples
+    --------
+    >>> import torch
+    >>> gaussian_cholesky(4.0 * torch.eye(2)).diagonal().round(decimals=3).tolist()
+    [2.0, 2.0]
+    """
     return torch.linalg.cholesky(cov + 1e-6 * torch.eye(cov.shape[0], dtype=cov.dtype))
 
 
 def sample_gaussian(mean: torch.Tensor, chol: torch.Tensor, n: int, generator: torch.Generator) -> torch.Tensor:
-    """n codes [n, d] = mean + eps @ chol.T, eps ~ N(0, I) drawn from ``generator`` (CPU)."""
+    """n codes [n, d] = mean + eps @ chol.T, eps ~ N(0, I) drawn from ``generator`` (CPU).
+
+    Examples
+    --------
+    >>> import torch
+    >>> sample_gaussian(torch.zeros(3), torch.eye(3), 5, torch.Generator().manual_seed(0)).shape
+    torch.Size([5, 3])
+    """
     return mean + torch.randn(n, mean.shape[0], generator=generator) @ chol.T
 
 
@@ -68,6 +91,15 @@ class Autoencoder(GenerativeModel):
         Adam learning rate.
     loss : {"bce", "mse"}, default "bce"
     channels : int, default 1
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = Autoencoder(latent_dim=8)   # untrained: the shapes, not the quality
+    >>> model.encoder(torch.rand(2, 1, 28, 28)).shape
+    torch.Size([2, 8])
+    >>> model.sample(4, seed=0).shape
+    torch.Size([4, 1, 28, 28])
     """
 
     def __init__(self, latent_dim: int = 16, width: int = 16, lr: float = 2e-3,

@@ -27,6 +27,13 @@ class GenerativeModel(pl.LightningModule):
     grid_every_n_epochs : int, default 1
         Write a grid of ``grid_size`` samples every this many epochs (0 disables).
     grid_size : int, default 64
+
+    Examples
+    --------
+    >>> from ae_ot.generators import WGAN
+    >>> model = WGAN(latent_dim=16, width=8)
+    >>> isinstance(model, GenerativeModel), model.sample(2, seed=0).shape
+    (True, torch.Size([2, 1, 28, 28]))
     """
 
     #: image shape the model produces
@@ -106,7 +113,16 @@ class GenerativeModel(pl.LightningModule):
 class NoiseGenerativeModel(GenerativeModel):
     """A generator network ``self.generator`` pushing Gaussian noise z ~ N(0, I_latent_dim) to
     images: the shared ``forward`` / ``generate`` of the baselines (WGAN, WGAN-GP, Sinkhorn,
-    minibatch Wasserstein). Subclasses build ``self.generator`` in ``__init__``."""
+    minibatch Wasserstein). Subclasses build ``self.generator`` in ``__init__``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ae_ot.generators import WGAN
+    >>> model = WGAN(latent_dim=16, width=8)
+    >>> torch.equal(model.sample(3, seed=1), model.sample(3, seed=1))
+    True
+    """
 
     generator: torch.nn.Module
 

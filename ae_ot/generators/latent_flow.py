@@ -49,7 +49,16 @@ DEFAULT_AUTOENCODER_EPOCHS = 25
 
 
 class FlowNotTrainedError(UserInputError):
-    """Sampling was asked of a LatentFlowMatching model whose flow stage has not run yet."""
+    """Sampling was asked of a LatentFlowMatching model whose flow stage has not run yet.
+
+    Examples
+    --------
+    >>> try:
+    ...     LatentFlowMatching(latent_dim=8, hidden_dim=32).sample(4, seed=0)
+    ... except FlowNotTrainedError:
+    ...     print("fit the flow first")
+    fit the flow first
+    """
 
 
 class LatentFlowMatching(Autoencoder):
@@ -81,6 +90,12 @@ class LatentFlowMatching(Autoencoder):
         Fixed ODE steps from t = 0 to 1 at sampling.
     seed : int, default 0
         Seeds the order in which codes are visited.
+
+    Examples
+    --------
+    >>> model = LatentFlowMatching(latent_dim=8, hidden_dim=32)   # fit: autoencoder, then the flow
+    >>> sum(p.numel() for p in model.velocity.parameters()) > 0
+    True
     """
 
     def __init__(self, latent_dim: int = 16, width: int = 16, lr: float = 2e-3,

@@ -42,6 +42,12 @@ class MinibatchWassersteinGenerator(NoiseGenerativeModel):
         (e.g. ``Points2DDataModule``) with ``width`` hidden units.
     data_dim : int, default 2
         Dimension of the vector data (``net="mlp"`` only).
+
+    Examples
+    --------
+    >>> model = MinibatchWassersteinGenerator(latent_dim=16, width=8, m=32)   # untrained
+    >>> model.sample(4, seed=0).shape
+    torch.Size([4, 1, 28, 28])
     """
 
     def __init__(self, latent_dim: int = 128, width: int = 32, lr: float = 1e-3, m: int = 64, k: int = 1,

@@ -20,7 +20,13 @@ ONLINE_BACKEND_MIN_BATCH = 1024
 
 
 def load_frozen_encoder(checkpoint: str):
-    """The encoder of a trained :class:`~ae_ot.generators.Autoencoder` checkpoint, frozen (eval, no grad)."""
+    """The encoder of a trained :class:`~ae_ot.generators.Autoencoder` checkpoint, frozen (eval, no grad).
+
+    Examples
+    --------
+    >>> encoder = load_frozen_encoder("autoencoder.ckpt")  # doctest: +SKIP
+    >>> encoder(images).shape  # doctest: +SKIP
+    """
     from ae_ot.generators.autoencoder import Autoencoder
 
     if not checkpoint or not Path(checkpoint).is_file():
@@ -68,6 +74,12 @@ class SinkhornGenerator(NoiseGenerativeModel):
         (e.g. ``Points2DDataModule``) with ``width`` hidden units.
     data_dim : int, default 2
         Dimension of the vector data (``net="mlp"`` only).
+
+    Examples
+    --------
+    >>> model = SinkhornGenerator(latent_dim=16, width=8)   # untrained: the interface, not the quality
+    >>> model.sample(4, seed=0).shape
+    torch.Size([4, 1, 28, 28])
     """
 
     def __init__(self, latent_dim: int = 128, width: int = 32, lr: float = 1e-3, blur: float = 1.0, p: int = 2,

@@ -30,6 +30,15 @@ def gradient_penalty(critic: nn.Module, real: torch.Tensor, fake: torch.Tensor,
 
     Returns ``(penalty, grad_norms)``: the penalty keeps its graph (create_graph) so it can be
     back-propagated into the critic's weights; ``grad_norms`` [B] are detached.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ae_ot.nets import MLPCritic
+    >>> critic = MLPCritic(data_dim=2, width=8)
+    >>> penalty = gradient_penalty(critic, torch.randn(4, 2), torch.randn(4, 2), generator=torch.Generator().manual_seed(0))[0]
+    >>> penalty.dim(), bool(penalty >= 0)
+    (0, True)
     """
     if real.shape != fake.shape:
         raise UserInputError(f"real and fake batches differ in shape: {tuple(real.shape)} vs {tuple(fake.shape)}")
@@ -137,6 +146,12 @@ class WGAN(_WassersteinGAN):
         ``width`` / ``critic_width`` hidden units.
     data_dim : int, default 2
         Dimension of the vector data (``net="mlp"`` only).
+
+    Examples
+    --------
+    >>> model = WGAN(latent_dim=16, width=8)   # untrained: the interface, not the quality
+    >>> model.sample(4, seed=0).shape
+    torch.Size([4, 1, 28, 28])
     """
 
     def __init__(self, latent_dim: int = 128, width: int = 32, critic_width: int | None = None,
@@ -191,6 +206,12 @@ class WGANGP(_WassersteinGAN):
         Image networks or MLPs for vector data (see :class:`WGAN`).
     data_dim : int, default 2
         Dimension of the vector data (``net="mlp"`` only).
+
+    Examples
+    --------
+    >>> model = WGANGP(latent_dim=16, width=8)   # untrained: the interface, not the quality
+    >>> model.sample(4, seed=0).shape
+    torch.Size([4, 1, 28, 28])
     """
 
     def __init__(self, latent_dim: int = 128, width: int = 32, critic_width: int | None = None,

@@ -23,7 +23,13 @@ __all__ = ["ShardComm", "sharded_topk", "shard_bounds", "gather_rows"]
 
 def shard_bounds(n: int, rank: int, world: int) -> tuple[int, int]:
     """Rows ``[lo, hi)`` of rank ``rank`` when ``n`` rows are split over ``world`` ranks:
-    contiguous ranges in rank order, sizes differing by at most one."""
+    contiguous ranges in rank order, sizes differing by at most one.
+
+    Examples
+    --------
+    >>> [shard_bounds(10, rank, 3) for rank in range(3)]
+    [(0, 3), (3, 6), (6, 10)]
+    """
     return n * rank // world, n * (rank + 1) // world
 
 
@@ -48,6 +54,12 @@ class ShardComm:
     ----------
     distributed : bool or ProcessGroup
         False: one process. True: the default ``torch.distributed`` group. A ProcessGroup: that group.
+
+    Examples
+    --------
+    >>> comm = ShardComm()   # one process: every collective is a no-op
+    >>> comm.enabled
+    False
     """
 
     def __init__(self, distributed=False):

@@ -59,6 +59,13 @@ def normal_angles(targets: torch.Tensor, winners: torch.Tensor, others: torch.Te
     Returns
     -------
     [M, K] angles in [0, pi].
+
+    Examples
+    --------
+    >>> import torch
+    >>> y = torch.tensor([[0.0, 0.0], [1.0, 0.0]])
+    >>> normal_angles(y, torch.tensor([0]), torch.tensor([1])).round(decimals=4).tolist()
+    [[0.7853999733924866]]
     """
     yi = targets[winners]                                   # [M, d]
     yj = targets[others]                                    # [M, K, d]

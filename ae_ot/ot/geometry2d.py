@@ -204,6 +204,14 @@ class PowerDiagram2D:
     vertices : numpy [V, 2]
         Every cell's vertices (with repeats): the minimum over the box of a convex piecewise
         linear function of the diagram lies at one of them.
+
+    Examples
+    --------
+    >>> import torch
+    >>> y = torch.tensor([[0.25, 0.5], [0.75, 0.5]])
+    >>> diagram = power_diagram_2d(y, -(y ** 2).sum(1) / 2)
+    >>> isinstance(diagram, PowerDiagram2D), len(diagram.facet_lengths)
+    (True, 1)
     """
 
     def __init__(self, areas, facet_cells, facet_lengths, vertices):
@@ -233,6 +241,14 @@ def power_diagram_2d(targets: torch.Tensor, heights: torch.Tensor, low=0.0, high
     The facet lengths give the exact Hessian of the dual energy, d mu(W_i) / d h_j =
     -|F_ij| / (|y_i - y_j| vol(B)) for i != j (the rows sum to 0), which the exact 2-D Newton
     method (:mod:`ae_ot.ot.methods.exact2d`) solves with.
+
+    Examples
+    --------
+    >>> import torch
+    >>> y = torch.tensor([[0.25, 0.5], [0.75, 0.5]])
+    >>> diagram = power_diagram_2d(y, -(y ** 2).sum(1) / 2)
+    >>> diagram.areas.tolist()
+    [0.5, 0.5]
     """
     polygons, labels, counts, box, centre = _centred_cells(targets, heights, low, high)
     areas, facet_cells, facet_lengths, vertices = _diagram_parts(polygons, labels, counts)
@@ -253,13 +269,28 @@ def power_cells_2d(targets: torch.Tensor, heights: torch.Tensor, low=0.0, high=1
     -------
     list of N numpy arrays [k_i, 2]: the vertices of each convex cell in order (k_i = 0 for an
     empty cell). Computed in float64.
+
+    Examples
+    --------
+    >>> import torch
+    >>> y = torch.tensor([[0.25, 0.5], [0.75, 0.5]])
+    >>> cells = power_cells_2d(y, -(y ** 2).sum(1) / 2)   # these heights give the Voronoi cells
+    >>> [len(cell) for cell in cells]
+    [4, 4]
     """
     polygons, _, counts, _, centre = _centred_cells(targets, heights, low, high)
     return [polygon[:count] + centre if count else np.zeros((0, 2)) for polygon, count in zip(polygons, counts)]
 
 
 def polygon_area(vertices: np.ndarray) -> float:
-    """Area of a simple polygon [k, 2] by the shoelace formula (0 for fewer than 3 vertices)."""
+    """Area of a simple polygon [k, 2] by the shoelace formula (0 for fewer than 3 vertices).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> polygon_area(np.array([[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 1.0]]))
+    1.0
+    """
     if len(vertices) < 3:
         return 0.0
     x, y = vertices[:, 0], vertices[:, 1]
@@ -267,7 +298,15 @@ def polygon_area(vertices: np.ndarray) -> float:
 
 
 def exact_cell_measures_2d(targets: torch.Tensor, heights: torch.Tensor, low=0.0, high=1.0) -> torch.Tensor:
-    """mu(W_i) exactly, as the area fraction of the box: tensor [N] float64, summing to 1."""
+    """mu(W_i) exactly, as the area fraction of the box: tensor [N] float64, summing to 1.
+
+    Examples
+    --------
+    >>> import torch
+    >>> y = torch.tensor([[0.25, 0.5], [0.75, 0.5]])
+    >>> exact_cell_measures_2d(y, -(y ** 2).sum(1) / 2).tolist()
+    [0.5, 0.5]
+    """
     lo, hi = as_box(low, high, 2, dtype=torch.float64)
     volume = float((hi - lo).prod())
     return torch.from_numpy(power_diagram_2d(targets, heights, low, high).areas / volume)

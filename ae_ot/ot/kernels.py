@@ -44,7 +44,16 @@ BACKENDS = ("auto", "torch", "fused", "keops")
 
 
 def keops_available() -> bool:
-    """Whether pykeops imports (it may still fail to compile on first use)."""
+    """Whether pykeops imports (it may still fail to compile on first use).
+
+    Examples
+    --------
+    >>> import contextlib, io
+    >>> with contextlib.redirect_stdout(io.StringIO()):   # pykeops may print a note on import
+    ...     available = keops_available()
+    >>> isinstance(available, bool)
+    True
+    """
     try:
         import pykeops.torch  # noqa: F401
     except Exception:  # pragma: no cover - depends on the environment
@@ -53,7 +62,13 @@ def keops_available() -> bool:
 
 
 class KernelFallbackWarning(UserWarning):
-    """``backend="auto"`` on CPU runs the torch kernel because the fused one is not available here."""
+    """``backend="auto"`` on CPU runs the torch kernel because the fused one is not available here.
+
+    Examples
+    --------
+    >>> issubclass(KernelFallbackWarning, UserWarning)
+    True
+    """
 
 
 _fallback_warned = False
@@ -79,6 +94,12 @@ def resolve_backend(backend: str, device: torch.device, dim: int) -> str:
     reason); on CUDA
     ``"keops"`` for d <= 8 when pykeops imports (a memory-bound GEMM, where KeOps' fused
     reduction avoids writing the score tile), else ``"torch"``. Other values are returned as given.
+
+    Examples
+    --------
+    >>> import torch
+    >>> resolve_backend("torch", torch.device("cpu"), dim=3)
+    'torch'
     """
     if backend not in BACKENDS:
         raise UserInputError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -101,6 +122,12 @@ def kernel_name(backend: str, device: torch.device, dtype: torch.dtype, k: int, 
     k <= 2 only (the others run on ``"torch"``, see :func:`topk_scores`). ``dim`` (d) matters for
     ``backend="auto"`` only (see :func:`resolve_backend`). Non-finite heights also go to
     ``"torch"``; that is a property of the call's values, not of its signature, and not covered here.
+
+    Examples
+    --------
+    >>> import torch
+    >>> kernel_name("torch", torch.device("cpu"), torch.float64, k=1)
+    'torch'
     """
     backend = resolve_backend(backend, device, dim)
     if backend == "fused" and not (torch.device(device).type == "cpu" and dtype == torch.float32 and k <= 2):
@@ -127,6 +154,13 @@ def tile_plan(m: int, n: int, k: int, device: torch.device, dtype: torch.dtype,
       rows of scores fit, so the reduction runs over whole rows in one pass.
 
     Returns ``(rows, cols)`` with ``1 <= rows <= m``, ``1 <= cols <= n``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> rows, cols = tile_plan(1000, 5000, 1, torch.device("cpu"), torch.float32)
+    >>> rows > 0 and cols > 0
+    True
     """
     device = torch.device(device)
     if tile_bytes is None:
@@ -288,6 +322,14 @@ def topk_scores(x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, k: int = 1, b
         Scores sorted in descending order.
     indices : tensor [M, k] (int64)
         Target indices of those scores.
+
+    Examples
+    --------
+    >>> import torch
+    >>> y, h = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.zeros(2)
+    >>> scores, indices = topk_scores(torch.tensor([[2.0, 1.0]]), y, h, k=2)
+    >>> scores.tolist(), indices.tolist()
+    ([[2.0, 1.0]], [[0, 1]])
     """
     if x.dim() != 2 or y.dim() != 2 or x.shape[1] != y.shape[1]:
         raise UserInputError(f"x must be [M, d] and y [N, d] with the same d, got {tuple(x.shape)} and {tuple(y.shape)}")
@@ -308,6 +350,14 @@ def topk_scores(x: torch.Tensor, y: torch.Tensor, h: torch.Tensor, k: int = 1, b
 
 
 def argmax_scores(x, y, h, backend="torch", tile_bytes=None, precision="highest"):
-    """``(max_i s_i(x), argmax_i s_i(x))``, shapes [M] and [M]; see :func:`topk_scores`."""
+    """``(max_i s_i(x), argmax_i s_i(x))``, shapes [M] and [M]; see :func:`topk_scores`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> best, index = argmax_scores(torch.tensor([[2.0, 1.0]]), torch.eye(2), torch.zeros(2))
+    >>> best.tolist(), index.tolist()
+    ([2.0], [0])
+    """
     v, i = topk_scores(x, y, h, 1, backend, tile_bytes, precision)
     return v[:, 0], i[:, 0]

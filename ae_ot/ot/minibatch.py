@@ -60,7 +60,17 @@ def _is_positive_int(value) -> bool:
 
 
 def check_minibatch_args(m, k=1, n: int | None = None, n_other: int | None = None) -> None:
-    """Raise ``ValueError`` unless ``m`` and ``k`` are positive integers and ``m`` <= both sizes."""
+    """Raise ``ValueError`` unless ``m`` and ``k`` are positive integers and ``m`` <= both sizes.
+
+    Examples
+    --------
+    >>> check_minibatch_args(4, k=2, n=10, n_other=8)
+    >>> try:
+    ...     check_minibatch_args(20, n=10)
+    ... except ValueError:
+    ...     print("m larger than the point set")
+    m larger than the point set
+    """
     if not _is_positive_int(m):
         raise UserInputError(f"m (minibatch size) must be a positive integer, got {m!r}")
     if not _is_positive_int(k):
@@ -88,7 +98,14 @@ def _flat(x: torch.Tensor, name: str) -> torch.Tensor:
 # Exact OT between two equal-size uniform clouds
 # ---------------------------------------------------------------------------------------------
 def squared_euclidean_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """``C[i, j] = |x_i - y_j|^2`` for x [n, D], y [m, D] (images are flattened), differentiable."""
+    """``C[i, j] = |x_i - y_j|^2`` for x [n, D], y [m, D] (images are flattened), differentiable.
+
+    Examples
+    --------
+    >>> import torch
+    >>> squared_euclidean_cost(torch.tensor([[0.0, 0.0]]), torch.tensor([[3.0, 4.0]])).tolist()
+    [[25.0]]
+    """
     x, y = _flat(x, "x"), _flat(y, "y")
     if x.shape[1] != y.shape[1]:
         raise UserInputError(f"x and y have different dimensions: {x.shape[1]} vs {y.shape[1]}")
@@ -97,7 +114,15 @@ def squared_euclidean_cost(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def assignment(cost: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Optimal assignment (rows, cols) of a square cost matrix, exact (scipy's Hungarian variant)."""
+    """Optimal assignment (rows, cols) of a square cost matrix, exact (scipy's Hungarian variant).
+
+    Examples
+    --------
+    >>> import torch
+    >>> rows, cols = assignment(torch.tensor([[1.0, 0.0], [0.0, 1.0]]))
+    >>> cols.tolist()
+    [1, 0]
+    """
     if cost.dim() != 2:
         raise UserInputError(f"cost must be a matrix, got shape {tuple(cost.shape)}")
     if cost.shape[0] != cost.shape[1]:
@@ -115,6 +140,14 @@ def exact_ot_equal_size(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor,
 
     Returns ``(value, cols)``: value = mean_i |x_i - y_cols[i]|^2 (differentiable through the
     matched pairs) and the optimal permutation ``cols``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.tensor([[0.0], [1.0]])
+    >>> cost, plan = exact_ot_equal_size(x, x + 1.0)
+    >>> float(cost)
+    1.0
     """
     x, y = _flat(x, "x"), _flat(y, "y")
     if x.shape[0] != y.shape[0]:
@@ -135,7 +168,15 @@ def exact_ot_equal_size(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor,
 def draw_minibatch_pairs(n: int, n_other: int, m: int, k: int, generator: torch.Generator | None = None,
                          device=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
     """``k`` independent pairs (I, J) of index sets of size ``m`` drawn without replacement from
-    ``range(n)`` and ``range(n_other)`` (each drawn uniformly among all size-m subsets)."""
+    ``range(n)`` and ``range(n_other)`` (each drawn uniformly among all size-m subsets).
+
+    Examples
+    --------
+    >>> import torch
+    >>> pairs = draw_minibatch_pairs(10, 8, m=4, k=3, generator=torch.Generator().manual_seed(0))
+    >>> len(pairs), pairs[0][0].shape
+    (3, torch.Size([4]))
+    """
     check_minibatch_args(m, k, n, n_other)
     pairs = []
     for _ in range(k):
@@ -152,6 +193,14 @@ def minibatch_wasserstein(x: torch.Tensor, y: torch.Tensor, m: int, k: int = 1,
     x [n, ...] and y [n', ...] (flattened to vectors); ``m`` <= n, n'; ``k`` pairs averaged.
     Differentiable in x and y through the matched pairs. With ``return_pairs`` also returns the
     list of ``(I, J, cols)`` index tensors (pair l matched x[I][i] with y[J][cols[i]]).
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x, y = torch.randn(16, 2, generator=g), torch.randn(16, 2, generator=g) + 3.0
+    >>> bool(minibatch_wasserstein(x, y, m=8, k=4, generator=g) > 10)
+    True
     """
     x, y = _flat(x, "x"), _flat(y, "y")
     pairs = draw_minibatch_pairs(x.shape[0], y.shape[0], m, k, generator, device=x.device)
@@ -166,7 +215,16 @@ def minibatch_wasserstein(x: torch.Tensor, y: torch.Tensor, m: int, k: int = 1,
 
 def debiased_minibatch_wasserstein(x: torch.Tensor, y: torch.Tensor, m: int, k: int = 1,
                                    generator: torch.Generator | None = None) -> torch.Tensor:
-    """h_k(x, y) - (h_k(x, x) + h_k(y, y)) / 2, each term with its own independent draws."""
+    """h_k(x, y) - (h_k(x, x) + h_k(y, y)) / 2, each term with its own independent draws.
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> x, y = torch.randn(16, 2, generator=g), torch.randn(16, 2, generator=g) + 3.0
+    >>> bool(debiased_minibatch_wasserstein(x, y, m=8, k=4, generator=g) > 5)
+    True
+    """
     return (minibatch_wasserstein(x, y, m, k, generator)
             - 0.5 * minibatch_wasserstein(x, x, m, k, generator)
             - 0.5 * minibatch_wasserstein(y, y, m, k, generator))
@@ -188,7 +246,15 @@ def _all_pairs(n: int, n_other: int, m: int):
 @torch.no_grad()
 def complete_minibatch_wasserstein(x: torch.Tensor, y: torch.Tensor, m: int) -> torch.Tensor:
     """The complete U-statistic: the average of exact W over *all* pairs of size-m subsets.
-    Exhaustive, for tiny point sets only (tests and oracles)."""
+    Exhaustive, for tiny point sets only (tests and oracles).
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.tensor([[0.0], [1.0], [2.0]])
+    >>> float(complete_minibatch_wasserstein(x, x + 1.0, m=3))
+    1.0
+    """
     x, y = _flat(x, "x"), _flat(y, "y")
     subsets_x, subsets_y = _all_pairs(x.shape[0], y.shape[0], m)
     cost = squared_euclidean_cost(x, y).double().cpu().numpy()
@@ -213,6 +279,14 @@ def minibatch_transport_plan(x: torch.Tensor, y: torch.Tensor, m: int, k: int = 
 
     Its marginals equal the uniform weights 1/n, 1/n' *in expectation*; the complete plan
     (:func:`complete_minibatch_transport_plan`) has them exactly.
+
+    Examples
+    --------
+    >>> import torch
+    >>> g = torch.Generator().manual_seed(0)
+    >>> plan = minibatch_transport_plan(torch.randn(6, 2, generator=g), torch.randn(6, 2, generator=g), m=3, k=5, generator=g)
+    >>> plan.shape, round(float(plan.sum()), 6)
+    (torch.Size([6, 6]), 1.0)
     """
     x, y = _flat(x, "x"), _flat(y, "y")
     _, matched = minibatch_wasserstein(x, y, m, k, generator, return_pairs=True)
@@ -225,7 +299,15 @@ def minibatch_transport_plan(x: torch.Tensor, y: torch.Tensor, m: int, k: int = 
 @torch.no_grad()
 def complete_minibatch_transport_plan(x: torch.Tensor, y: torch.Tensor, m: int) -> torch.Tensor:
     """The averaged plan over *all* pairs of size-m subsets [n, n'] (tiny point sets only);
-    its row sums are exactly 1/n and its column sums exactly 1/n'."""
+    its row sums are exactly 1/n and its column sums exactly 1/n'.
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.tensor([[0.0], [1.0], [2.0]])
+    >>> complete_minibatch_transport_plan(x, x, m=3).diagonal().tolist()
+    [0.3333333333333333, 0.3333333333333333, 0.3333333333333333]
+    """
     x, y = _flat(x, "x"), _flat(y, "y")
     subsets_x, subsets_y = _all_pairs(x.shape[0], y.shape[0], m)
     cost = squared_euclidean_cost(x, y).double().cpu().numpy()
@@ -248,6 +330,16 @@ def sinkhorn_divergence(x: torch.Tensor, y: torch.Tensor, blur: float = 1.0, p: 
     Cost ``|a - b|^p / p``; ``blur`` = eps^(1/p) is the length scale below which the entropic
     blur hides detail. ``backend``: "tensorized" (dense n x n' matrices; small batches, CPU) or
     "online" (KeOps, never stores the matrix; large batches on GPU), or "multiscale"/"auto".
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.randn(8, 2, generator=torch.Generator().manual_seed(0))
+    >>> import contextlib, io
+    >>> with contextlib.redirect_stdout(io.StringIO()):   # pykeops may print a note on import
+    ...     value = sinkhorn_divergence(x, x)
+    >>> round(float(value), 4)
+    0.0
     """
     if not isinstance(blur, (int, float)) or isinstance(blur, bool) or blur <= 0:
         raise UserInputError(f"blur must be a positive number, got {blur!r}")

@@ -72,6 +72,13 @@ class SemiDiscreteProblem:
         The same problem on [-1, 1]^d: :math:`x = c + D u`, :math:`\hat y_i = (D y_i - b) / \sigma`
         with box centre ``box_centre`` (c), half-widths ``box_half_width`` (diag D), target mean
         ``target_mean`` (b) and spread ``target_spread`` (sigma); see :mod:`ae_ot.ot.unit_problem`.
+
+    Examples
+    --------
+    >>> import torch
+    >>> problem = SemiDiscreteProblem(torch.tensor([[0.25, 0.5], [0.75, 0.5]]))
+    >>> problem.num_targets if hasattr(problem, "num_targets") else problem.targets.shape[0]
+    2
     """
 
     def __init__(self, targets: torch.Tensor, weights: torch.Tensor | None = None, low=0.0, high=1.0,

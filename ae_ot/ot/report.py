@@ -12,11 +12,27 @@ __all__ = ["FitReport", "ConvergenceWarning", "SolverDivergedError", "error_key"
 
 
 class ConvergenceWarning(UserWarning):
-    """A fit ended without meeting its tolerance, or with an empty cell."""
+    """A fit ended without meeting its tolerance, or with an empty cell.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warnings.warn("2 empty cells", ConvergenceWarning)
+    >>> caught[0].category.__name__
+    'ConvergenceWarning'
+    """
 
 
 class SolverDivergedError(RuntimeError):
-    """The iterates became non-finite and going back to the best iterate did not help."""
+    """The iterates became non-finite and going back to the best iterate did not help.
+
+    Examples
+    --------
+    >>> issubclass(SolverDivergedError, Exception)
+    True
+    """
 
 
 @dataclass
@@ -46,6 +62,12 @@ class FitReport:
         "start") and the error metrics of
         :meth:`~ae_ot.ot.unit_problem.UnitBoxProblem.errors_from_measures`. When a fit returns
         heights other than its last iterate's, the last record is theirs, ``returned`` saying which.
+
+    Examples
+    --------
+    >>> report = FitReport(steps=3, converged=True, stop_reason="tol")
+    >>> report.converged, report.steps
+    (True, 3)
     """
 
     method: str = "default"
@@ -82,7 +104,13 @@ class FitReport:
 
 def error_key(result: dict) -> tuple:
     """How an evaluation ranks iterates, lowest best: the noise-corrected mean relative error (NaN
-    ranks last), then the empty cells."""
+    ranks last), then the empty cells.
+
+    Examples
+    --------
+    >>> error_key({"mean_rel_corrected": 0.1}) < error_key({"mean_rel_corrected": 0.2})
+    True
+    """
     error = result.get("mean_rel_corrected", math.nan)
     return (error if math.isfinite(error) else math.inf, result.get("empty_cells", 0))
 

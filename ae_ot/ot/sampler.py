@@ -49,7 +49,17 @@ __all__ = ["LatentOTSettings", "LatentOTSampler", "OTSolutionMissingError"]
 
 
 class OTSolutionMissingError(UserInputError):
-    """Sampling was asked of a latent sampler whose OT problem has not been solved."""
+    """Sampling was asked of a latent sampler whose OT problem has not been solved.
+
+    Examples
+    --------
+    >>> import torch
+    >>> try:
+    ...     LatentOTSampler(latent_dim=2).sample(4, torch.Generator())
+    ... except OTSolutionMissingError:
+    ...     print("solve first")
+    solve first
+    """
 
 
 @dataclass(frozen=True)
@@ -91,6 +101,11 @@ class LatentOTSettings:
         the farthest of the ``topk - 1`` runner-up facets (:mod:`ae_ot.ot.extension`).
     seed : int
         Seeds the target subsample and the solver.
+
+    Examples
+    --------
+    >>> LatentOTSettings(time_limit=30.0, topk=10).topk
+    10
     """
 
     method: Literal["default", "aeot"] = "default"

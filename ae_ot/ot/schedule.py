@@ -45,7 +45,14 @@ FIRST_CHECK_STEP = 5
 
 def samples_for_floor(floor: float, num_targets: int) -> int:
     r"""Samples :math:`M \in [2^{18}, 2^{24}]` whose noise floor is about ``floor``: the floor of uniform
-    weights is :math:`\sqrt{2/\pi}\sqrt{N / M}` (:func:`~ae_ot.ot.unit_problem.noise_floor`)."""
+    weights is :math:`\sqrt{2/\pi}\sqrt{N / M}` (:func:`~ae_ot.ot.unit_problem.noise_floor`).
+
+    Examples
+    --------
+    >>> import math
+    >>> math.log2(samples_for_floor(1e-6, num_targets=100)), math.log2(samples_for_floor(10.0, num_targets=100))
+    (24.0, 18.0)
+    """
     m = num_targets * (math.sqrt(2 / math.pi) / floor) ** 2
     return int(min(1 << 24, max(1 << 18, m)))
 

@@ -93,7 +93,18 @@ class FitSettings:
 
 def reject_unknown(given, dataclass_type, what: str, extra: str = "") -> None:
     """:class:`~ae_ot.checks.UserInputError` naming every name of ``given`` that is not a field of
-    ``dataclass_type``, with its closest match, after ``what`` (and ``extra`` at the end)."""
+    ``dataclass_type``, with its closest match, after ``what`` (and ``extra`` at the end).
+
+    Examples
+    --------
+    >>> from ae_ot.checks import UserInputError
+    >>> reject_unknown({"tol": 0.01}, FitSettings, "fit settings")
+    >>> try:
+    ...     reject_unknown({"tolerance": 0.01}, FitSettings, "fit settings")
+    ... except UserInputError:
+    ...     print("rejected")
+    rejected
+    """
     known = [f.name for f in dataclasses.fields(dataclass_type)]
     unknown = [name for name in given if name not in known]
     if unknown:

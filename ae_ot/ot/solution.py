@@ -174,7 +174,15 @@ def check_heights(problem: SemiDiscreteProblem, heights) -> torch.Tensor:
 
 
 def to_device(obj, device):
-    """Tensors of a (nested) dict moved to ``device``; other values unchanged."""
+    """Tensors of a (nested) dict moved to ``device``; other values unchanged.
+
+    Examples
+    --------
+    >>> import torch
+    >>> moved = to_device({"h": torch.zeros(2), "meta": {"step": 3, "x": torch.ones(1)}}, "cpu")
+    >>> moved["meta"]["step"], moved["h"].device.type
+    (3, 'cpu')
+    """
     if isinstance(obj, torch.Tensor):
         return obj.detach().to(device)
     if isinstance(obj, dict):

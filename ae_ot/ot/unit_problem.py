@@ -38,13 +38,26 @@ ROW_CHUNK = 1 << 16
 
 
 def row_slices(num_rows: int, rows: int = ROW_CHUNK):
-    """Consecutive slices of at most ``rows`` rows covering ``range(num_rows)``."""
+    """Consecutive slices of at most ``rows`` rows covering ``range(num_rows)``.
+
+    Examples
+    --------
+    >>> list(row_slices(5, rows=2))
+    [slice(0, 2, None), slice(2, 4, None), slice(4, 5, None)]
+    """
     return [slice(start, min(start + rows, num_rows)) for start in range(0, num_rows, rows)]
 
 
 def per_row_float64(points: torch.Tensor, fn) -> torch.Tensor:
     """``fn(block)`` [r] of each block of ``points`` [N, d] in float64, as one [N] float64 tensor,
-    without a float64 copy of all the points (:data:`ROW_CHUNK` rows at a time)."""
+    without a float64 copy of all the points (:data:`ROW_CHUNK` rows at a time).
+
+    Examples
+    --------
+    >>> import torch
+    >>> per_row_float64(torch.ones(5, 2), lambda block: block.sum(1)).tolist()
+    [2.0, 2.0, 2.0, 2.0, 2.0]
+    """
     out = torch.empty(points.shape[0], dtype=torch.float64, device=points.device)
     for rows in row_slices(points.shape[0]):
         out[rows] = fn(points[rows].double())
@@ -57,6 +70,12 @@ def noise_floor(weights: torch.Tensor, num_samples: int) -> float:
     A cell count is Binomial(M, nu_i); for large M, E|c_i / M - nu_i| ~ sqrt(2 / pi) *
     sqrt(nu_i (1 - nu_i) / M). Dividing by nu_i and averaging over cells gives
     (1/N) sum_i sqrt(2/pi) sqrt((1 - nu_i) / (M nu_i)) = sqrt(2/pi) sqrt(N / M) for uniform weights.
+
+    Examples
+    --------
+    >>> import torch
+    >>> round(noise_floor(torch.full((100,), 0.01), num_samples=10000), 3)
+    0.079
     """
     nu = weights.double()
     # clamp: a single target's weight may round to 1 + 1e-7 (merged duplicates), and sqrt(-x) is NaN

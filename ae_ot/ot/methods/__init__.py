@@ -25,7 +25,16 @@ __all__ = ["METHODS", "EXACT2D_MAX_TARGETS", "make_method", "resolve_method", "S
 
 
 def resolve_method(name: str, problem) -> str:
-    """``"auto"`` -> the method it stands for on ``problem``; other names unchanged."""
+    """``"auto"`` -> the method it stands for on ``problem``; other names unchanged.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from ae_ot.ot import SemiDiscreteOT
+    >>> ot = SemiDiscreteOT(torch.rand(10, 2, generator=torch.Generator().manual_seed(0)))
+    >>> resolve_method("aeot", ot.problem)
+    'aeot'
+    """
     if name == "auto":
         small_2d = problem.dim == 2 and not problem.comm.enabled and problem.num_targets <= EXACT2D_MAX_TARGETS
         return Exact2DMethod.name if small_2d else NewtonMethod.name

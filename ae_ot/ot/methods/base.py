@@ -40,7 +40,14 @@ WARM_STARTS = ("voronoi", "zeros", "current")
 
 def parse_options(options_class, method: str, options):
     """``options`` as an ``options_class``: an instance, None (the defaults) or a dict of its
-    fields, with an error naming every unknown field and its closest match."""
+    fields, with an error naming every unknown field and its closest match.
+
+    Examples
+    --------
+    >>> from ae_ot.ot.methods import NewtonOptions
+    >>> parse_options(NewtonOptions, "default", {"hessian": "diag"}).hessian
+    'diag'
+    """
     if options is None:
         return options_class()
     if isinstance(options, options_class):

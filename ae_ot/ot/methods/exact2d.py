@@ -49,6 +49,11 @@ class Exact2DOptions:
     precision : float
         The method stops by itself once max_i |mu_i - nu_i| / nu_i is below this (floating point
         noise; 0 turns the rule off).
+
+    Examples
+    --------
+    >>> Exact2DOptions(max_halvings=10).max_halvings
+    10
     """
 
     warm_start: Literal["voronoi", "zeros", "current"] = "voronoi"

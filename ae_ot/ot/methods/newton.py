@@ -99,6 +99,11 @@ class NewtonOptions:
     gap_warmup : int
         Steps that all score the top 2 (see ``gap_every``; the defaults are compared in
         docs/benchmarks.md).
+
+    Examples
+    --------
+    >>> NewtonOptions(hessian="diag").hessian
+    'diag'
     """
 
     warm_start: Literal["voronoi", "zeros", "current"] = "voronoi"

@@ -36,6 +36,11 @@ class PyOMTOptions:
         Double the fixed sample set when ||g||_2 has not improved for this many steps.
     max_samples : int
         The fixed set never grows beyond this many points.
+
+    Examples
+    --------
+    >>> PyOMTOptions(stall=10).stall
+    10
     """
 
     grad_tol: float = 2e-3
