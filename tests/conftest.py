@@ -45,7 +45,8 @@ def mnist():
 @pytest.fixture(scope="session")
 def real_classifier(request, mnist):
     """A good MNIST classifier: under ``-m slow`` the production one (60,000 images, 3 epochs,
-    >= 99 %); in the default suite one trained on 20,000 images for 2 epochs (>= 98 %, ~20 s)."""
+    >= 99 %); otherwise one trained on 20,000 images for 2 epochs (>= 98 %, ~20 s). Only `slow`
+    tests use it: each has a twin with ``quick_classifier`` in the default suite."""
     from ae_ot.evaluation.classifier import get_classifier
 
     markexpr = request.config.getoption("markexpr") or ""

@@ -19,12 +19,13 @@ def _trainer(root, max_epochs):
 
 @pytest.fixture(scope="module")
 def gan_run(tmp_path_factory):
-    """2 autoencoder epochs then 1 GAN epoch on 2,000 images, OT on their codes."""
+    """1 autoencoder epoch then 1 GAN epoch on 512 images, OT on their codes (the mechanics of the
+    stages and of resuming; the quality is test_small_run_..., under -m slow)."""
     root = tmp_path_factory.mktemp("aeot_gan")
     pl.seed_everything(0)
-    model = AEOTGAN(latent_dim=8, autoencoder_epochs=2, ot=dict(time_limit=None, max_steps=30), grid_every_n_epochs=0)
-    data = MNISTDataModule(subset=2000, batch_size=128)
-    trainer = _trainer(root, 3)
+    model = AEOTGAN(latent_dim=8, autoencoder_epochs=1, ot=dict(time_limit=None, max_steps=30), grid_every_n_epochs=0)
+    data = MNISTDataModule(subset=512, batch_size=128)
+    trainer = _trainer(root, 2)
     trainer.fit(model, data)
     return model, trainer.checkpoint_callback.best_model_path, data, root
 
@@ -57,9 +58,9 @@ def test_checkpoint_resumes_the_gan_stage_without_solving_again(gan_run, tmp_pat
     heights = stored["state_dict"]["sampler.heights"].clone()
     assert steps_before > 0 and heights.numel() > 0
     resumed = AEOTGAN.load_from_checkpoint(ckpt, map_location="cpu")
-    assert resumed.autoencoder_epochs == 2 and torch.equal(resumed.sampler.heights, heights)
+    assert resumed.autoencoder_epochs == 1 and torch.equal(resumed.sampler.heights, heights)
     assert torch.allclose(resumed.sample(8, seed=1), model.sample(8, seed=1), atol=1e-6)
-    trainer = _trainer(tmp_path, 4)
+    trainer = _trainer(tmp_path, 3)
     trainer.fit(resumed, data, ckpt_path=ckpt)
     assert int(resumed.gan_steps) > steps_before                     # the GAN went on
     assert torch.equal(resumed.sampler.heights, heights)             # ... on the same OT solution

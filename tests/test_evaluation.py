@@ -216,7 +216,7 @@ def _fid_real_test(classifier, mnist):
     return ref, fid_from_features(test_features, ref.features)
 
 
-@pytest.mark.cli
+@pytest.mark.slow   # the default suite checks the same with the quick classifier (test_fid_grows_with_blur)
 def test_fid_test_vs_train_is_small_real_classifier(real_classifier, mnist):
     _, fid = _fid_real_test(real_classifier, mnist)
     assert fid < 1.0
@@ -241,7 +241,8 @@ def test_fid_grows_with_blur_real_classifier(real_classifier, mnist):
     assert fid0 < fids[0] < fids[1] < fids[2] < fids[3], (fid0, fids)
 
 
-@pytest.mark.parametrize("which", ["quick", "real"])
+# the real classifier (trained for this alone, ~1 min on 2 cores) only under -m slow
+@pytest.mark.parametrize("which", ["quick", pytest.param("real", marks=pytest.mark.slow)])
 @pytest.mark.cli
 def test_one_digit_generator_and_noise(which, request, mnist):
     from ae_ot.evaluation import evaluate_generator

@@ -313,7 +313,10 @@ def test_evaluate_refuses_a_grid_or_output_it_cannot_write_before_computing(tmp_
     assert previous.read_text() == "previous metrics"
 
 
+@pytest.mark.cli
 def test_evaluate_on_the_command_line_says_one_line(cli, tmp_path):
+    """The one real `python -m ae_ot` start of this module (the entry point, stderr of a process);
+    the other command-line refusals run ae_ot.cli.main in this process."""
     proc = cli("evaluate", "--real", "test", "--grid", str(tmp_path / "g.npy"), timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "g.npy: the suffix '.npy' is not an image format" in proc.stderr
@@ -384,7 +387,12 @@ def test_umap_refuses_an_output_it_cannot_write_before_loading(tmp_path, no_eval
 
 
 @pytest.mark.parametrize("content", ["truncated", "foreign"])
-def test_fit_refuses_a_bad_ckpt_path_with_one_line(cli, tmp_path, content):
+def test_fit_refuses_a_bad_ckpt_path_with_one_line(tmp_path, content, capsys, monkeypatch):
+    """In this process (ae_ot.cli.main, as `python -m ae_ot` runs it): the file is read before
+    Lightning starts, so any other exception than the exit with one line fails the test."""
+    from ae_ot.cli import main
+
+    monkeypatch.chdir(tmp_path)
     ckpt = tmp_path / f"{content}.ckpt"
     if content == "truncated":
         ckpt.write_bytes(b"\x80\x02" + b"x" * 100)
@@ -392,9 +400,13 @@ def test_fit_refuses_a_bad_ckpt_path_with_one_line(cli, tmp_path, content):
     else:
         torch.save({"a": 1}, ckpt)
         expected = "is not a Lightning checkpoint (no 'state_dict' entry)"
-    proc = cli("fit", "--config", "models/autoencoder.yaml", "--ckpt_path", str(ckpt), timeout=120)
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
-    assert expected in proc.stderr and str(ckpt) in proc.stderr
+    config = str(Path(__file__).resolve().parents[1] / "models" / "autoencoder.yaml")
+    with pytest.raises(SystemExit) as exit_:
+        main(["fit", "--config", config, "--ckpt_path", str(ckpt)])
+    stderr = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in stderr, stderr[-2000:]
+    assert expected in stderr and str(ckpt) in stderr
+    assert len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "lightning_logs").exists()
 
 

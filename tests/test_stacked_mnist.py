@@ -83,7 +83,8 @@ def _modes(images, classifier):
     return mode_stats(d[:, 0] * 100 + d[:, 1] * 10 + d[:, 2], 1000)
 
 
-@pytest.mark.parametrize("which, max_kl", [("real", 0.05), ("quick", 0.1)])
+# the real classifier (trained for this alone, ~1 min on 2 cores) only under -m slow
+@pytest.mark.parametrize("which, max_kl", [pytest.param("real", 0.05, marks=pytest.mark.slow), ("quick", 0.1)])
 @pytest.mark.cli
 def test_real_stacked_mnist_covers_the_modes(which, max_kl, request, mnist):
     """PacGAN protocol: 26,000 samples, a mode counts when predicted at least once.
