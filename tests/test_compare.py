@@ -443,8 +443,8 @@ def test_rerun_evaluates_only_the_missing_point(trained_compare, monkeypatch):
 
 @pytest.mark.cli
 def test_compare_of_checkpoints(trained_compare, tmp_path):
+    from ae_ot.checks import UserInputError
     from ae_ot.commands import compare
-    from ae_ot.generators.ae_ot import OTSolutionMissingError
 
     summary, out, _ = trained_compare
     final = summary["rows"][1]["checkpoint"]
@@ -459,9 +459,9 @@ def test_compare_of_checkpoints(trained_compare, tmp_path):
     assert result["rows"][0]["metrics"] == result["rows"][1]["metrics"]
     with pytest.raises(ValueError, match="names"):
         compare.main(["--ckpt_paths", final, "--names", "a", "b", "--output_dir", str(tmp_path)])
-    # a timed AE-OT checkpoint has no OT solution: a compare of checkpoints says so
+    # a timed AE-OT checkpoint has no OT solution: a compare of checkpoints says so before evaluating
     timed = next((out / "runs" / "tiny_ae_ot" / "timed").glob("*.ckpt"))
-    with pytest.raises(OTSolutionMissingError, match="no OT solution"):
+    with pytest.raises(UserInputError, match="without an OT solution"):
         compare.main(["--ckpt_paths", str(timed), "--num_samples", "100", "--output_dir", str(tmp_path)])
     # a checkpoint compare must not overwrite the folder of a training compare
     with pytest.raises(ValueError, match="holds the results of a compare that trained"):

@@ -572,7 +572,7 @@ def test_the_run_config_is_written_whole(tmp_path):
 # SemiDiscreteSolution.save is atomic itself (tests/test_ot_resume.py)
 WRITE_CALL = r"\.write_text\(|\.write_bytes\(|json\.dump\(|np\.savez?\(|torch\.save\(|\.savefig\(|\.save\(|" \
              r"open\([^)]*[\"'](w|wb|a|ab|x)[\"']"
-NOT_A_FILE_TO_READ_BACK = ('open(log_path, "w")', "savefig(buffer", "ot.save(checkpoint)", "solution.save(")
+NOT_A_FILE_TO_READ_BACK = ('open(log_path, "w")', "savefig(buffer", "save(buffer", "ot.save(checkpoint)", "solution.save(")
 
 
 def test_every_file_the_package_writes_goes_through_the_atomic_writer():
