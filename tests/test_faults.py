@@ -323,6 +323,18 @@ def test_evaluate_on_the_command_line_says_one_line(cli, tmp_path):
     assert len(proc.stderr.strip().splitlines()) == 1
 
 
+def read_only_cache_folder(tmp_path, monkeypatch, read_only):
+    """An empty read-only folder tmp_path/cache that cannot hold files, for root too."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    read_only(cache)
+    if AS_ROOT:  # root writes into a chmod-ed folder: refuse the probe file as the kernel would
+        def refuse(*args, **kwargs):
+            raise PermissionError(errno.EACCES, "Permission denied")
+        monkeypatch.setattr(ae_ot.io.tempfile, "TemporaryFile", refuse)
+    return cache
+
+
 @pytest.mark.parametrize("kind", ["file", "read_only"])
 def test_an_unusable_cache_is_refused_before_the_classifier_trains(tmp_path, monkeypatch, read_only, kind):
     from ae_ot.evaluation import classifier
@@ -332,13 +344,7 @@ def test_an_unusable_cache_is_refused_before_the_classifier_trains(tmp_path, mon
         cache.write_text("not a folder")
         expected = r"is a file, not a folder; point AE_OT_CACHE at a writable folder"
     else:
-        cache = tmp_path / "cache"
-        cache.mkdir()
-        read_only(cache)
-        if AS_ROOT:  # root writes into a chmod-ed folder: refuse the probe file as the kernel would
-            def refuse(*args, **kwargs):
-                raise PermissionError(errno.EACCES, "Permission denied")
-            monkeypatch.setattr(ae_ot.io.tempfile, "TemporaryFile", refuse)
+        cache = read_only_cache_folder(tmp_path, monkeypatch, read_only)
         expected = r"cannot hold files \(PermissionError: Permission denied\); point AE_OT_CACHE at a writable folder"
     monkeypatch.setenv("AE_OT_CACHE", str(cache))
 
@@ -698,13 +704,7 @@ def test_latent_compare_refuses_an_output_folder_it_cannot_write(tmp_path, aeot_
 @pytest.fixture
 def read_only_empty_cache(tmp_path, monkeypatch, read_only):
     """AE_OT_CACHE is an empty read-only folder (no classifier cached)."""
-    cache = tmp_path / "cache"
-    cache.mkdir()
-    read_only(cache)
-    if AS_ROOT:  # root writes into a chmod-ed folder: refuse the probe file as the kernel would
-        def refuse(*args, **kwargs):
-            raise PermissionError(errno.EACCES, "Permission denied")
-        monkeypatch.setattr(ae_ot.io.tempfile, "TemporaryFile", refuse)
+    cache = read_only_cache_folder(tmp_path, monkeypatch, read_only)
     monkeypatch.setenv("AE_OT_CACHE", str(cache))
     import ae_ot.evaluation.classifier as classifier
 
