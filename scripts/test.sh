@@ -3,10 +3,10 @@
 #
 # Tiers, by pytest marker (registered in pyproject.toml):
 #   scripts/test.sh -m "not slow and not cli and not heavy"
-#                                               # fast tier (62 s idle, 2026-12-07): no subprocess, no CLI run, no model
+#                                               # fast tier (56 s of pytest idle, 2026-12-07 late): no subprocess, no CLI run, no model
 #                                               # training, no long solve (library code, kernels, solver
 #                                               # steps, metrics, input checks)
-#   scripts/test.sh                             # default suite = "not slow" (493 s idle): the fast tier plus `cli`
+#   scripts/test.sh                             # default suite = "not slow" (450 s idle): the fast tier plus `cli`
 #                                               # tests (the ae-ot CLI in subprocesses, Lightning and
 #                                               # classifier training, DDP); < 10 minutes on 2 CPU cores
 #   scripts/test.sh -m slow                     # the long runs (minutes each)
