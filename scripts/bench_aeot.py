@@ -27,7 +27,7 @@ def sample_quality(model, classifier, train_codes, num_samples: int, seed: int) 
     """Generate ``num_samples`` codes with the model's current map settings, decode and classify
     them: digit classes, KL to uniform, confident fraction, mean confidence, copies of training codes."""
     from ae_ot.evaluation import extract_features, kl_to_uniform
-    from ae_ot.evaluation.latent import nearest_neighbour_distances
+    from ae_ot.evaluation.latent import copy_fraction
 
     with torch.no_grad():
         codes = model.latent_samples(num_samples, torch.Generator().manual_seed(seed))
@@ -37,7 +37,7 @@ def sample_quality(model, classifier, train_codes, num_samples: int, seed: int) 
     counts = torch.bincount(prediction, minlength=10)
     return {"classes": int((counts > 0).sum()), "kl_to_uniform": kl_to_uniform(counts.numpy()),
             "confident_0.9": (confidence >= 0.9).float().mean().item(), "mean_confidence": confidence.mean().item(),
-            "copies_of_training_codes": (nearest_neighbour_distances(train_codes, codes) < 1e-4).float().mean().item()}
+            "copies_of_training_codes": copy_fraction(codes, train_codes)}
 
 
 def main():

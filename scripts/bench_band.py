@@ -22,7 +22,7 @@ from ae_ot.checkpoint import load_generator
 from ae_ot.datasets import load_mnist
 from ae_ot.evaluation import evaluate_samples, get_classifier
 from ae_ot.evaluation.copies import pixel_copy_rate
-from ae_ot.evaluation.latent import nearest_neighbour_distances
+from ae_ot.evaluation.latent import copy_fraction
 from ae_ot.io import atomic_write
 
 KEYS = ("fid_classifier", "precision_k3", "recall_k3", "density_k5", "coverage_k5", "modes_covered", "kl_to_uniform")
@@ -50,7 +50,7 @@ def main() -> None:
             images = torch.cat([model.decode(c) for c in codes.split(1000)]).clamp(0, 1)
         metrics = evaluate_samples(images, classifier=classifier)
         copies = pixel_copy_rate(images, splits.train_images, splits.test_images[:10000])
-        latent = (nearest_neighbour_distances(train_codes, codes) < args.copy_tolerance).float().mean().item()
+        latent = copy_fraction(codes, train_codes, args.copy_tolerance)
         row = {"radius": radius, "latent_copies": latent, "pixel_copies": copies["pixel_copies"],
                **{k: metrics[k] for k in KEYS}, "seconds": round(time.perf_counter() - started, 1)}
         rows.append(row)

@@ -16,7 +16,8 @@ import torch
 
 from ae_ot.checks import UserInputError, require_in_interval
 
-__all__ = ["nearest_neighbours", "nearest_neighbour_distances", "gap_threshold", "gap_score", "code_scores"]
+__all__ = ["nearest_neighbours", "nearest_neighbour_distances", "gap_threshold", "gap_score", "copy_fraction",
+           "code_scores"]
 
 
 def nearest_neighbours(points: torch.Tensor, queries: torch.Tensor, k: int,
@@ -108,6 +109,20 @@ def gap_score(generated: torch.Tensor, train_codes: torch.Tensor, quantile: floa
     return (nearest_neighbour_distances(train_codes, generated) > threshold).float().mean().item()
 
 
+def copy_fraction(codes: torch.Tensor, train_codes: torch.Tensor, tolerance: float = 1e-4) -> float:
+    """The fraction of generated ``codes`` [M, d] nearer than ``tolerance`` to a training code of
+    ``train_codes`` [N, d]: the copies of training codes a latent sampler makes.
+
+    Examples
+    --------
+    >>> import torch
+    >>> train = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    >>> copy_fraction(torch.tensor([[0.0, 0.0], [0.5, 0.5]]), train)
+    0.5
+    """
+    return (nearest_neighbour_distances(train_codes, codes) < tolerance).float().mean().item()
+
+
 def code_scores(codes: torch.Tensor, train_codes: torch.Tensor, reference_codes: torch.Tensor, threshold: float,
                 reference_median_nn: float, copy_tolerance: float) -> dict:
     """The latent scores of generated ``codes`` [M, d] against the training codes [N, d].
@@ -120,6 +135,5 @@ def code_scores(codes: torch.Tensor, train_codes: torch.Tensor, reference_codes:
     """
     nearest_reference = nearest_neighbour_distances(reference_codes, codes)
     return {"gap_score": gap_score(codes, reference_codes, threshold=threshold),
-            "copies_of_training_codes": (nearest_neighbour_distances(train_codes, codes) < copy_tolerance)
-            .float().mean().item(),
+            "copies_of_training_codes": copy_fraction(codes, train_codes, copy_tolerance),
             "relative_nn_distance": nearest_reference.median().item() / max(reference_median_nn, 1e-12)}
