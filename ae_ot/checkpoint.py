@@ -17,6 +17,7 @@ import ae_ot.generators as zoo
 from ae_ot.checks import UserInputError
 from ae_ot.generators.base import GenerativeModel
 from ae_ot.io import read_checkpoint
+from ae_ot.ot.sampler import stored_sampler_solved
 
 __all__ = ["load_generator", "check_generator_checkpoint", "generator_class_path", "known_generators"]
 
@@ -92,8 +93,7 @@ def check_generator_checkpoint(ckpt_path: str | Path, expected: type | None = No
     if expected is not None and not issubclass(cls, expected):
         raise UserInputError(f"{option} {path} holds a {cls.__name__} checkpoint; it must be a {expected.__name__} "
                              f"checkpoint (written by `ae-ot fit --config` of a {expected.__name__} model)")
-    heights = (checkpoint.get("state_dict") or {}).get("sampler.heights")
-    if heights is not None and heights.numel() == 0:   # an AE-OT fit stopped before its OT stage
+    if stored_sampler_solved(checkpoint.get("state_dict") or {}) is False:   # a fit stopped before its OT stage
         raise UserInputError(f"{option} {path} holds a {cls.__name__} without an OT solution; give an AE-OT "
                              "checkpoint with an OT solution, or solve this one first: `ae-ot fit --config "
                              f"models/ae_ot.yaml --model.init_args.autoencoder_ckpt={path} --trainer.max_epochs=0`")

@@ -40,7 +40,7 @@ from ae_ot.generators.ae_ot import AEOT
 from ae_ot.generators.wgan import gradient_penalty
 from ae_ot.io import read_checkpoint
 from ae_ot.nets import Critic
-from ae_ot.ot.sampler import LatentOTSettings
+from ae_ot.ot.sampler import LatentOTSettings, stored_sampler_solved
 
 __all__ = ["AEOTGAN", "DEFAULT_AUTOENCODER_EPOCHS"]
 
@@ -116,9 +116,8 @@ class AEOTGAN(AEOT):
         """Use the latent sampler's solution stored beside the autoencoder in ``path``, if any: it
         was solved on the codes of exactly the encoder just loaded."""
         state = read_checkpoint(path)["state_dict"]
-        sampler_state = {k[len("sampler."):]: v for k, v in state.items() if k.startswith("sampler.")}
-        if sampler_state.get("heights") is not None and sampler_state["heights"].numel():
-            self.sampler.load_state_dict(sampler_state)
+        if stored_sampler_solved(state):
+            self.sampler.load_state_dict({k[len("sampler."):]: v for k, v in state.items() if k.startswith("sampler.")})
 
     # ---- stages ----------------------------------------------------------------------------------
     def in_gan_stage(self) -> bool:

@@ -45,7 +45,7 @@ from ae_ot.ot.extension import extended_map
 from ae_ot.ot.semidiscrete import SemiDiscreteOT
 from ae_ot.ot.settings import FitSettings
 
-__all__ = ["LatentOTSettings", "LatentOTSampler", "OTSolutionMissingError"]
+__all__ = ["LatentOTSettings", "LatentOTSampler", "OTSolutionMissingError", "stored_sampler_solved"]
 
 
 class OTSolutionMissingError(UserInputError):
@@ -206,7 +206,7 @@ class LatentOTSampler(torch.nn.Module):
     # ---- the solution --------------------------------------------------------------------------
     @property
     def solved(self) -> bool:
-        return self.heights.numel() > 0
+        return self.heights.numel() > 0   # as stored_sampler_solved reads a stored sampler
 
     @property
     def solver(self) -> SemiDiscreteOT:
@@ -330,6 +330,21 @@ class LatentOTSampler(torch.nn.Module):
                 setattr(self, name, torch.empty_like(stored, device=getattr(self, name).device))
         self._solver = None
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+def stored_sampler_solved(state_dict: dict, prefix: str = "sampler.") -> bool | None:
+    """Whether the :class:`LatentOTSampler` stored under ``prefix`` in ``state_dict`` (a model's
+    state dict, e.g. a checkpoint's ``"state_dict"``) holds a solution: its heights are not empty.
+    None when ``state_dict`` holds no sampler.
+
+    Examples
+    --------
+    >>> import torch
+    >>> stored_sampler_solved({"sampler.heights": torch.zeros(0)}), stored_sampler_solved({})
+    (False, None)
+    """
+    heights = state_dict.get(prefix + "heights")
+    return None if heights is None else heights.numel() > 0
 
 
 def _check_same_codes_on_all_ranks(codes: torch.Tensor, group) -> None:
