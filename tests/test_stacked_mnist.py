@@ -142,6 +142,13 @@ STACKED_CONFIGS = {
                        "--model.init_args.ot.num_targets=200", "--model.init_args.ot.time_limit=2"], "AEOT"),
     "ae_ot": (["--model.init_args.width=8", "--model.init_args.latent_dim=8",
                "--model.init_args.ot.num_targets=200", "--model.init_args.ot.time_limit=2"], "AEOT"),
+    # AE-OT-GAN straight into its GAN stage (autoencoder_epochs=0): encoding, the OT solve, GAN steps
+    "ae_ot_gan_stacked": (["--model.init_args.width=8", "--model.init_args.latent_dim=8", "--model.init_args.critic_width=8",
+                           "--model.init_args.autoencoder_epochs=0", "--model.init_args.ot.num_targets=200",
+                           "--model.init_args.ot.time_limit=2"], "AEOTGAN"),
+    "ae_ot_gan": (["--model.init_args.width=8", "--model.init_args.latent_dim=8", "--model.init_args.critic_width=8",
+                   "--model.init_args.autoencoder_epochs=0", "--model.init_args.ot.num_targets=200",
+                   "--model.init_args.ot.time_limit=2"], "AEOTGAN"),
     "wgan": (["--model.init_args.width=8", "--model.init_args.critic_width=8"], "WGAN"),
     "wgan_gp": (["--model.init_args.width=8", "--model.init_args.critic_width=8"], "WGANGP"),
     "sinkhorn": (["--model.init_args.width=8"], "SinkhornGenerator"),
