@@ -190,7 +190,7 @@ def test_toy2d_command(tmp_path):
     assert r["extended_not_a_target"] > 0.3
 
 
-@pytest.mark.cli
+@pytest.mark.slow   # UMAP's fit (12 s)
 def test_umap_command_writes_figure_and_scores(fitted, tmp_path):
     from ae_ot.commands import umap as umap_cmd
 

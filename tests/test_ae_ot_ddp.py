@@ -136,7 +136,7 @@ def _load(folder, kind):
     return [torch.load(folder / f"{kind}{rank}.pt", weights_only=False) for rank in range(2)]
 
 
-@pytest.mark.cli
+@pytest.mark.slow   # two spawned processes (~35 s for the module); the kernels' sharding has a fast test
 def test_sharded_encode_and_solve_match_one_process(spawned):
     ranks = _load(spawned, "solve")
     model = _model(num_targets=320, time_limit=None, max_steps=30)
@@ -165,7 +165,7 @@ def test_sharded_encode_and_solve_match_one_process(spawned):
     assert same > 0.97, same
 
 
-@pytest.mark.cli
+@pytest.mark.slow
 def test_sharded_solve_with_time_limit_stops_all_ranks_at_one_step(spawned):
     ranks = _load(spawned, "timed")
     reports = [r["report"] for r in ranks]
@@ -222,7 +222,7 @@ def autoencoder_ckpt(tmp_path_factory):
     return path
 
 
-@pytest.mark.cli
+@pytest.mark.slow
 def test_ddp_fit_matches_one_process_fit(tmp_path, autoencoder_ckpt, monkeypatch):
     """Only the encode + OT stage (``--trainer.max_epochs=0`` from an autoencoder checkpoint): DDP's
     DistributedSampler gives each process other training batches and DDP averages their gradients,

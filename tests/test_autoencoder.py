@@ -45,7 +45,7 @@ def test_bad_latent_dim():
         Autoencoder(latent_dim=0)
 
 
-@pytest.mark.cli
+@pytest.mark.slow   # 20 s of subprocesses; the CLI's fit runs in the default suite in test_kill.py and test_stacked_mnist.py
 def test_cli_fit_saves_config_and_test_reports_mse(tmp_path, cli):
     out = cli("fit", "--config", "models/autoencoder.yaml", "--trainer.max_epochs=1", "--data.subset=1000",
               f"--trainer.default_root_dir={tmp_path}", "--trainer.enable_progress_bar=false")

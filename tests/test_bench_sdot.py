@@ -65,7 +65,7 @@ def test_pot_snapshot_is_the_max_iter_result(bench):
         assert torch.equal(snaps[0][2], ref)
 
 
-@pytest.mark.cli
+@pytest.mark.slow   # the benchmark script end to end (11 s)
 def test_compare_quick(tmp_path):
     """`compare --quick` on 8gaussians (exact areas) and a tiny gmm, in a subprocess, writing only
     into tmp_path: a record per method with a held-out history, a summary, a plot < 200 KB."""

@@ -193,7 +193,7 @@ def test_no_private_names_across_modules():
     assert not offenders, "private names imported across modules:\n" + "\n".join(offenders)
 
 
-@pytest.mark.parametrize("seed", [0, 1])
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])   # a second order under -m slow
 @pytest.mark.cli
 def test_every_module_imports_in_a_fresh_interpreter_in_random_order(seed):
     names = sorted(package_modules())

@@ -348,6 +348,9 @@ def plain(data):
     return json.loads(json.dumps(data))
 
 
+# The end-to-end compare below trains two models for 0.2 min each (42 s with its evaluations): it
+# runs under -m slow. The default suite checks compare's arguments, folders, budget arithmetic, timed
+# checkpoints and tables without it.
 @pytest.fixture(scope="module")
 def trained_compare(tiny_evaluation, tmp_path_factory):
     """Compare [nan_lr, tiny_ae_ot] with a 0.2 min budget and 3 time points (in this process).
@@ -364,7 +367,7 @@ def trained_compare(tiny_evaluation, tmp_path_factory):
     return summary, out, argv
 
 
-@pytest.mark.cli
+@pytest.mark.slow
 def test_failed_model_is_in_the_table_and_the_others_still_run(trained_compare):
     summary, out, _ = trained_compare
     failed = summary["rows"][0]
@@ -376,7 +379,7 @@ def test_failed_model_is_in_the_table_and_the_others_still_run(trained_compare):
     assert summary["rows"][1]["metrics"]["fid_classifier"] > 0     # the model after it ran
 
 
-@pytest.mark.cli
+@pytest.mark.slow
 def test_quality_against_time_points(trained_compare):
     summary, out, _ = trained_compare
     row = summary["rows"][1]
@@ -404,7 +407,7 @@ def test_quality_against_time_points(trained_compare):
         assert (out / name).is_file()
 
 
-@pytest.mark.cli
+@pytest.mark.slow
 def test_rerun_evaluates_only_the_missing_point(trained_compare, monkeypatch):
     from ae_ot.commands import compare
     from ae_ot.experiments import budget, resume
@@ -441,7 +444,7 @@ def test_rerun_evaluates_only_the_missing_point(trained_compare, monkeypatch):
         compare.main(other)
 
 
-@pytest.mark.cli
+@pytest.mark.slow
 def test_compare_of_checkpoints(trained_compare, tmp_path):
     from ae_ot.checks import UserInputError
     from ae_ot.commands import compare

@@ -222,7 +222,7 @@ def test_fid_test_vs_train_is_small_real_classifier(real_classifier, mnist):
     assert fid < 1.0
 
 
-@pytest.mark.cli
+@pytest.mark.slow   # 24 s: the train split's features; the FID's own tests are fast
 def test_fid_grows_with_blur(quick_classifier, mnist):
     ref, fid0 = _fid_real_test(quick_classifier, mnist)
     images = mnist.test_images[:1000]

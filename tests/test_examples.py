@@ -257,7 +257,7 @@ def test_mlp_option_of_the_baselines():
         WGAN(net="mlp", batch_norm=True)
 
 
-@pytest.mark.cli
+@pytest.mark.slow   # a subprocess fit (7 s); the 2-D datasets have fast tests
 def test_points2d_trains_a_baseline_through_the_cli(cli, tmp_path):
     from ae_ot.generators import WGANGP
 

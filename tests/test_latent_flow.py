@@ -240,7 +240,7 @@ def test_bad_input_gets_clear_errors(trained, tmp_path):
 # --------------------------------------------------------------------------------------------
 # The CLI config
 # --------------------------------------------------------------------------------------------
-@pytest.mark.cli
+@pytest.mark.slow   # the shipped config through the CLI (8 s); the module's fit has fast tests
 def test_cli_fits_and_samples_the_config(cli, tmp_path):
     out = cli("fit", "--config", "models/latent_flow.yaml", "--data.subset=600", "--model.autoencoder_epochs=1",
               "--model.flow_epochs=1", "--model.hidden_dim=32", "--model.latent_dim=8",

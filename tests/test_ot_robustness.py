@@ -31,7 +31,8 @@ def _fit(y, low, high, method):
 
 
 @pytest.mark.parametrize("d, method", [(1, "default"), (2, "default"), (2, "exact2d"), (3, "default"),
-                                       (16, "default"), (2, "aeot"), (16, "aeot")])
+                                       (16, "default"), (2, "aeot"),
+                                       pytest.param(16, "aeot", marks=pytest.mark.slow)])   # 9 s
 @pytest.mark.heavy
 @settings(max_examples=2, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(offset=st.floats(-50, 50), log_scale=st.floats(-3, 3))
@@ -260,7 +261,7 @@ def test_first_tol_check_waits_until_it_costs_a_quarter_of_the_training_samples(
     assert first["step"] > 5
 
 
-@pytest.mark.heavy
+@pytest.mark.slow   # 9 s; the schedule's rule has fast tests in test_ot_schedule.py
 def test_each_tol_check_leaves_room_for_the_next_checks_cost():
     # After a failed check the next one waits until the evaluations, its own first stage included,
     # fit the budget: EVAL_FRACTION of the solver time, or EVAL_FRACTION_MAX where the error's decay

@@ -45,7 +45,7 @@ def test_2d_exact_cell_areas_by_polygon_clipping():
     assert float(rel.max()) <= 0.02, f"max relative cell error {float(rel.max()):.4f} (mean {float(rel.mean()):.4f})"
 
 
-@pytest.mark.heavy
+@pytest.mark.slow   # 16 s; the blow-up guard has its own fast test
 def test_2d_long_run_does_not_diverge(tmp_path):
     # Regression: on 8 Gaussians (N = 1000) the sparse-Newton step used to blow up after ~550
     # steps (8% -> 190% error) once some cells lost their estimated facets. Long runs must keep
