@@ -87,8 +87,9 @@ def run_test(copy: Path, test: str, timeout: float) -> tuple[int, float, str]:
     """(exit status, seconds, last lines of output) of one pytest node in the copy."""
     env = dict(os.environ, PYTHONPATH=str(copy), MPLBACKEND="Agg", PYTHONDONTWRITEBYTECODE="1")
     started = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", test], cwd=copy,
-                          env=env, capture_output=True, text=True, timeout=timeout)
+    # -o addopts=: no marker filter, so a node marked `slow` runs as well
+    command = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-o", "addopts=", test]
+    proc = subprocess.run(command, cwd=copy, env=env, capture_output=True, text=True, timeout=timeout)
     tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-3:])
     return proc.returncode, time.perf_counter() - started, tail
 
