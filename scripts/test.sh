@@ -3,13 +3,13 @@
 #
 # Tiers, by pytest marker (registered in pyproject.toml):
 #   scripts/test.sh -m "not slow and not cli and not heavy"
-#                                               # fast tier (56 s of pytest idle, 2026-12-07 late): no subprocess, no CLI run, no model
+#                                               # fast tier (~60 s of pytest idle, 2026-12-08): no subprocess, no CLI run, no model
 #                                               # training, no long solve (library code, kernels, solver
 #                                               # steps, metrics, input checks)
-#   scripts/test.sh                             # default suite = "not slow" (450 s idle): the fast tier plus `cli`
+#   scripts/test.sh                             # default suite = "not slow" (287 s idle): the fast tier plus `cli`
 #                                               # tests (the ae-ot CLI in subprocesses, Lightning and
-#                                               # classifier training, DDP); < 10 minutes on 2 CPU cores
-#   scripts/test.sh -m slow                     # the long runs (minutes each)
+#                                               # classifier training); < 5 minutes on 2 CPU cores
+#   scripts/test.sh -m slow                     # the long runs (end-to-end compare, DDP, UMAP, doctests...)
 #   scripts/test.sh -m gpu                      # the CUDA tests (skipped without a GPU)
 #   scripts/test.sh tests/test_data.py -k idx   # one file or test
 # A -m given here replaces the default "not slow" of pyproject.toml's addopts.
