@@ -1,7 +1,8 @@
 """Shared fixtures. Every test runs in a temporary working directory with a temporary
 ``AE_OT_CACHE``, so the suite never writes into the repository or the user's home (CI checks
 ``git status`` afterwards), and it never depends on a warm cache: the classifiers it needs are
-trained once per session."""
+trained once per session. The one thing kept between sessions is the fused kernel's compiled
+library (see ``KEPT_KERNELS``)."""
 
 import os
 import shutil
@@ -19,6 +20,24 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 # ones); subprocesses inherit it.
 SESSION_ROOT = Path(tempfile.mkdtemp(prefix="ae-ot-tests-"))
 os.environ["AE_OT_CACHE"] = str(SESSION_ROOT / "cache")
+# The fused kernel (ae_ot.ot.fused) takes ~18 s to compile, a third of the fast tier. Its library's
+# file name hashes the source, the compiler and the CPU, so a library kept from an earlier session
+# is exactly the one this session would build: it is copied in at start and out at the end, in the
+# system's temporary folder. A fresh machine (CI) builds it once.
+KEPT_KERNELS = Path(tempfile.gettempdir()) / f"ae-ot-test-kernels-{getattr(os, 'getuid', lambda: 0)()}"
+
+
+def copy_kernels(source: Path, target: Path) -> None:
+    """Copy the compiled kernels of ``source`` that ``target`` lacks (through a temporary name)."""
+    for library in source.glob("fused_topk-*.so"):
+        if not (target / library.name).exists():
+            target.mkdir(parents=True, exist_ok=True)
+            partial = target / f".{library.name}.partial"
+            shutil.copyfile(library, partial)
+            os.replace(partial, target / library.name)
+
+
+copy_kernels(KEPT_KERNELS, SESSION_ROOT / "cache" / "kernels")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,6 +50,10 @@ def isolated_session():
     os.chdir(work)
     yield work
     os.chdir(before)
+    try:
+        copy_kernels(SESSION_ROOT / "cache" / "kernels", KEPT_KERNELS)
+    except OSError:   # a full or read-only temporary folder: the next session builds it again
+        pass
     shutil.rmtree(SESSION_ROOT, ignore_errors=True)
 
 
