@@ -6,7 +6,7 @@
 #                                               # fast tier (37 s of pytest idle, 52 s when the fused kernel is first built): no subprocess, no CLI run, no model
 #                                               # training, no long solve (library code, kernels, solver
 #                                               # steps, metrics, input checks)
-#   scripts/test.sh                             # default suite = "not slow" (287 s idle): the fast tier plus `cli`
+#   scripts/test.sh                             # default suite = "not slow" (252 s idle): the fast tier plus `cli`
 #                                               # tests (the ae-ot CLI in subprocesses, Lightning and
 #                                               # classifier training); < 5 minutes on 2 CPU cores
 #   scripts/test.sh -m slow                     # the long runs (end-to-end compare, DDP, UMAP, doctests...)
