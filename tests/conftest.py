@@ -28,13 +28,16 @@ KEPT_KERNELS = Path(tempfile.gettempdir()) / f"ae-ot-test-kernels-{getattr(os, '
 
 
 def copy_kernels(source: Path, target: Path) -> None:
-    """Copy the compiled kernels of ``source`` that ``target`` lacks (through a temporary name)."""
-    for library in source.glob("fused_topk-*.so"):
-        if not (target / library.name).exists():
-            target.mkdir(parents=True, exist_ok=True)
-            partial = target / f".{library.name}.partial"
-            shutil.copyfile(library, partial)
-            os.replace(partial, target / library.name)
+    """Copy the compiled kernels of ``source`` that ``target`` lacks (atomically: two sessions may
+    copy at once). An unreadable or full folder only costs the next session a build."""
+    from ae_ot.io import atomic_write
+
+    try:
+        for library in source.glob("fused_topk-*.so"):
+            if not (target / library.name).exists():
+                atomic_write(target / library.name, lambda tmp, library=library: shutil.copyfile(library, tmp))
+    except OSError:
+        pass
 
 
 copy_kernels(KEPT_KERNELS, SESSION_ROOT / "cache" / "kernels")
@@ -50,10 +53,7 @@ def isolated_session():
     os.chdir(work)
     yield work
     os.chdir(before)
-    try:
-        copy_kernels(SESSION_ROOT / "cache" / "kernels", KEPT_KERNELS)
-    except OSError:   # a full or read-only temporary folder: the next session builds it again
-        pass
+    copy_kernels(SESSION_ROOT / "cache" / "kernels", KEPT_KERNELS)
     shutil.rmtree(SESSION_ROOT, ignore_errors=True)
 
 

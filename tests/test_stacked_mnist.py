@@ -135,6 +135,10 @@ def test_evaluate_samples_on_stacked(quick_classifier):
         evaluate_samples(real[:, :1].contiguous(), reference=reference)
 
 
+# AE-OT-GAN straight into its GAN stage (autoencoder_epochs=0): encoding, the OT solve, GAN steps
+AEOTGAN_QUICK = ["--model.init_args.width=8", "--model.init_args.latent_dim=8", "--model.init_args.critic_width=8",
+                 "--model.init_args.autoencoder_epochs=0", "--model.init_args.ot.num_targets=200",
+                 "--model.init_args.ot.time_limit=2"]
 STACKED_CONFIGS = {
     # model config -> (extra overrides that keep the run to seconds, class name). Each is trained
     # with the Stacked MNIST overlay models/stacked.yaml on top; AE-OT's tuned full config too.
@@ -142,13 +146,8 @@ STACKED_CONFIGS = {
                        "--model.init_args.ot.num_targets=200", "--model.init_args.ot.time_limit=2"], "AEOT"),
     "ae_ot": (["--model.init_args.width=8", "--model.init_args.latent_dim=8",
                "--model.init_args.ot.num_targets=200", "--model.init_args.ot.time_limit=2"], "AEOT"),
-    # AE-OT-GAN straight into its GAN stage (autoencoder_epochs=0): encoding, the OT solve, GAN steps
-    "ae_ot_gan_stacked": (["--model.init_args.width=8", "--model.init_args.latent_dim=8", "--model.init_args.critic_width=8",
-                           "--model.init_args.autoencoder_epochs=0", "--model.init_args.ot.num_targets=200",
-                           "--model.init_args.ot.time_limit=2"], "AEOTGAN"),
-    "ae_ot_gan": (["--model.init_args.width=8", "--model.init_args.latent_dim=8", "--model.init_args.critic_width=8",
-                   "--model.init_args.autoencoder_epochs=0", "--model.init_args.ot.num_targets=200",
-                   "--model.init_args.ot.time_limit=2"], "AEOTGAN"),
+    "ae_ot_gan_stacked": (AEOTGAN_QUICK, "AEOTGAN"),
+    "ae_ot_gan": (AEOTGAN_QUICK, "AEOTGAN"),
     "wgan": (["--model.init_args.width=8", "--model.init_args.critic_width=8"], "WGAN"),
     "wgan_gp": (["--model.init_args.width=8", "--model.init_args.critic_width=8"], "WGANGP"),
     "sinkhorn": (["--model.init_args.width=8"], "SinkhornGenerator"),
